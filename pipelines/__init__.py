@@ -1,0 +1,1 @@
+"""tfa-pipelines: gin-configured collect-train-evaluate experiments on TF-Agents."""

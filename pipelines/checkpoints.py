@@ -1,0 +1,65 @@
+"""Checkpoints (to resume a run) and policy exports (to use its result), kept apart.
+
+    pipelines-train ... --root_dir=runs/x   # re-run the same command to resume
+
+TensorFlow writes a checkpoint's data and index first and only then points the
+`checkpoint` state file at it (an atomic rename), so a save cut short by SIGKILL is
+never the one restored. Policy exports are written beside the live one and swapped in
+by rename.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import tensorflow as tf
+from tf_agents.policies import policy_saver
+
+
+class Checkpointer:
+  """One `tf.train.Checkpoint` of everything a run needs to continue, restored at start."""
+
+  def __init__(self, directory: Path, max_to_keep: int = 2, **trackables):
+    self._checkpoint = tf.train.Checkpoint(**trackables)
+    self._manager = tf.train.CheckpointManager(self._checkpoint, str(directory), max_to_keep)
+
+  def restore(self) -> bool:
+    """Restores the latest complete checkpoint; False when there is none."""
+    latest = self._manager.latest_checkpoint
+    if latest is None:
+      return False
+    self._checkpoint.restore(latest).assert_existing_objects_matched()
+    return True
+
+  def save(self, env_steps: int) -> str:
+    return self._manager.save(checkpoint_number=env_steps)
+
+
+class PolicyExporter:
+  """Exports a policy as a SavedModel (TF-Agents `PolicySaver`) to `directory`."""
+
+  def __init__(self, policy, train_step: tf.Variable, directory: Path):
+    self._saver = policy_saver.PolicySaver(policy, train_step=train_step)
+    self._directory = Path(directory)
+
+  def export(self) -> None:
+    staging = self._directory.with_name(self._directory.name + ".new")
+    previous = self._directory.with_name(self._directory.name + ".old")
+    shutil.rmtree(staging, ignore_errors=True)
+    self._saver.save(str(staging))
+    if self._directory.exists():
+      shutil.rmtree(previous, ignore_errors=True)
+      self._directory.rename(previous)
+    staging.rename(self._directory)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def load_policy(directory: Path):
+  """Loads an exported policy as a py policy; falls back to the previous export if a swap was cut."""
+  from tf_agents.policies import py_tf_eager_policy
+
+  directory = Path(directory)
+  if not directory.exists() and directory.with_name(directory.name + ".old").exists():
+    directory = directory.with_name(directory.name + ".old")
+  return py_tf_eager_policy.SavedModelPyTFEagerPolicy(str(directory), load_specs_from_pbtxt=True)

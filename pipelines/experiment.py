@@ -1,0 +1,266 @@
+"""The collect-train-evaluate loop, wired from small gin-configurable factories.
+
+    pipelines-train --gin_file=gin/dqn_cartpole.gin --root_dir=runs/dqn_cartpole
+
+Data flows environments -> collection -> replay -> dataset -> learning -> evaluation.
+`run_experiment` builds each part from a factory (swap one with an `@reference`
+binding), refuses bad input before it writes anything, restores the latest checkpoint
+of `root_dir`, then loops: run the trainer up to the next due trigger, then evaluate,
+checkpoint, export the greedy policy and write summaries when their interval is due.
+Every interval and budget is counted in environment steps, summed over all copies.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from typing import Callable
+
+import gin
+import numpy as np
+import tensorflow as tf
+import tqdm
+from tf_agents.environments import tf_py_environment
+
+from pipelines import checkpoints, collection, environments, evaluation, learning, plots
+from pipelines import run_folder as rf
+from pipelines.agents import ActionSpaceError
+from pipelines.errors import PipelineError
+
+# One graph call runs about this many env steps, so progress and signals stay responsive.
+_ENV_STEPS_PER_CALL = 1_000
+
+
+class IntervalTrigger:
+  """Due when `step >= last + interval` (robust to steps that jump past a multiple)."""
+
+  def __init__(self, interval: int | None, step: int):
+    self.interval = interval
+    self.last = step - step % interval if interval else 0
+
+  def due(self, step: int) -> bool:
+    return bool(self.interval) and step >= self.last + self.interval
+
+  def steps_to_next(self, step: int) -> float:
+    return self.last + self.interval - step if self.interval else math.inf
+
+  def fire(self, step: int) -> None:
+    self.last = step
+
+
+class _Signals:
+  """Turns SIGINT/SIGTERM into a flag checked between graph calls: save, then exit."""
+
+  def __init__(self):
+    self.received: int | None = None
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGINT, signal.SIGTERM):
+      self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    self.received = signum
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+@gin.configurable(denylist=["root_dir"])
+def run_experiment(
+    root_dir: str,
+    agent_fn: Callable = gin.REQUIRED,
+    trainer_fn: Callable = learning.OffPolicyTrainer,
+    environment_fn: Callable = environments.make_environment,
+    evaluator_fn: Callable = evaluation.Evaluator,
+    num_env_steps: int = 50_000,
+    eval_interval: int = 1_000,
+    checkpoint_interval: int = 10_000,
+    policy_export_interval: int = 10_000,
+    target_return: float | None = None,
+    seed: int = 0,
+) -> dict:
+  """Trains and evaluates one agent; returns the final evaluation summary.
+
+  num_env_steps: training budget in env steps. *_interval: env steps between events.
+  target_return: stop early once an evaluation mean reaches it (None: use the budget).
+  seed: seeds TensorFlow, NumPy and environment copy i with `seed + i` (eval: +10_000).
+  """
+  folder = rf.RunFolder(root_dir)
+  folder.check_usable()
+
+  tf.random.set_seed(seed)
+  np.random.seed(seed)
+  with gin.config_scope("collect"):
+    collect_py_env = environment_fn(seed=seed)
+  with gin.config_scope("eval"):
+    eval_py_env = environment_fn(seed=seed + 10_000)
+  tf_env = tf_py_environment.TFPyEnvironment(collect_py_env)
+  eval_tf_env = tf_py_environment.TFPyEnvironment(eval_py_env)
+
+  train_step = tf.Variable(0, dtype=tf.int64, name="train_step")
+  metrics = collection.TrainingMetrics.create(tf_env.batch_size or 1)
+  env_step = metrics.env_steps.environment_steps
+  try:
+    agent = agent_fn(tf_env.time_step_spec(), tf_env.action_spec(), train_step, env_step)
+  except ActionSpaceError as e:
+    raise PipelineError(f"{e} of environment {getattr(collect_py_env, 'name', '?')}") from None
+  trainer = trainer_fn(agent, tf_env, metrics.observers)
+  evaluator = evaluator_fn()
+
+  operative_config = gin.operative_config_str()
+  folder.check_config(operative_config)
+  folder.lock()
+  try:
+    folder.write_metadata(operative_config, seed)
+    loop = _Loop(folder, agent, trainer, evaluator, metrics, train_step, eval_tf_env, seed)
+    return loop.run(
+        num_env_steps, eval_interval, checkpoint_interval, policy_export_interval, target_return
+    )
+  finally:
+    folder.unlock()
+    for env in (collect_py_env, eval_py_env):
+      env.close()
+
+
+class _Loop:
+  """The phases of one run: restore, train chunks, triggered events, finish."""
+
+  def __init__(self, folder, agent, trainer, evaluator, metrics, train_step, eval_env, seed):
+    self.folder = folder
+    self.agent = agent
+    self.trainer = trainer
+    self.evaluator = evaluator
+    self.metrics = metrics
+    self.train_step = train_step
+    self.eval_env = eval_env
+    self.seed = seed
+    self.wall_seconds = tf.Variable(0.0, dtype=tf.float64, name="wall_seconds")
+    self.eval_seconds = tf.Variable(0.0, dtype=tf.float64, name="eval_seconds")
+    self.checkpointer = checkpoints.Checkpointer(
+        folder.path(rf.CHECKPOINTS),
+        agent=agent,
+        train_step=train_step,
+        wall_seconds=self.wall_seconds,
+        eval_seconds=self.eval_seconds,
+        **{f"metric_{name}": m for name, m in vars(metrics).items()},
+        **trainer.checkpoint_items(),
+    )
+    self.policy_exporter = checkpoints.PolicyExporter(agent.policy, train_step, folder.path(rf.POLICY))
+    self.train_writer = tf.summary.create_file_writer(str(folder.path(rf.TRAIN_SUMMARIES)))
+    self.eval_writer = tf.summary.create_file_writer(str(folder.path(rf.EVAL_SUMMARIES)))
+    self.last_eval: dict | None = None
+
+  @property
+  def env_steps(self) -> int:
+    return int(self.metrics.env_steps.result())
+
+  def _elapsed(self) -> float:
+    return float(self.wall_seconds) + time.perf_counter() - self._clock_start
+
+  def run(self, num_env_steps, eval_interval, checkpoint_interval, export_interval, target_return):
+    restored = self.checkpointer.restore()
+    self.folder.truncate_metrics(self.env_steps)
+    if restored:
+      print(f"Resuming {self.folder.root} at {self.env_steps} env steps", file=sys.stderr)
+    records = self.folder.read_metrics()
+    self.last_eval = records[-1] if records else None
+    self._clock_start = time.perf_counter()
+    with tf.summary.record_if(False):
+      self.trainer.initialize()
+
+    triggers = {
+        "eval": IntervalTrigger(eval_interval, self.env_steps),
+        "checkpoint": IntervalTrigger(checkpoint_interval, self.env_steps),
+        "export": IntervalTrigger(export_interval, self.env_steps),
+    }
+    per_iteration = self.trainer.env_steps_per_iteration
+    reached = self.last_eval is not None and target_return is not None and (
+        self.last_eval["average_return"] >= target_return
+    )
+    with _Signals() as signals, self._progress(num_env_steps) as bar:
+      while self.env_steps < num_env_steps and not reached and signals.received is None:
+        budget = min(
+            num_env_steps - self.env_steps,
+            max(_ENV_STEPS_PER_CALL, per_iteration),
+            *(max(t.steps_to_next(self.env_steps), 1) for t in triggers.values()),
+        )
+        before = self.env_steps
+        with tf.summary.record_if(False):
+          loss = self.trainer.run(max(1, math.ceil(budget / per_iteration)))
+        if not math.isfinite(loss):
+          raise PipelineError(
+              f"the loss became {loss} at train step {int(self.train_step)}; stopped without "
+              f"saving, the last good checkpoint in {self.folder.path(rf.CHECKPOINTS)} is kept"
+          )
+        self._train_summaries(loss)
+        step = self.env_steps
+        bar.update(step - before)
+        if triggers["eval"].due(step):
+          triggers["eval"].fire(step)
+          self._evaluate()
+          bar.set_postfix(eval_return=f"{self.last_eval['average_return']:.1f}")
+          reached = target_return is not None and self.last_eval["average_return"] >= target_return
+        if triggers["checkpoint"].due(step):
+          triggers["checkpoint"].fire(step)
+          self._save()
+        if triggers["export"].due(step):
+          triggers["export"].fire(step)
+          self.policy_exporter.export()
+
+    if signals.received is not None:
+      self._save()
+      print(
+          f"Stopped by signal {signals.received} at {self.env_steps} env steps; checkpoint saved. "
+          "Run the same command to resume.",
+          file=sys.stderr,
+      )
+      raise SystemExit(128 + signals.received)
+    return self._finish()
+
+  def _progress(self, total: int):
+    # disable=None: a bar on a terminal, nothing when output goes to a file or CI log.
+    return tqdm.tqdm(total=total, initial=self.env_steps, unit="step", disable=None, dynamic_ncols=True)
+
+  def _train_summaries(self, loss: float) -> None:
+    with self.train_writer.as_default(step=self.train_step):
+      tf.summary.scalar("losses/loss", loss)
+      tf.summary.scalar("charts/env_steps", self.env_steps)
+      for metric in vars(self.metrics).values():
+        metric.tf_summaries(train_step=self.train_step, step_metrics=[self.metrics.env_steps])
+
+  def _evaluate(self) -> dict:
+    result = self.evaluator(self.eval_env, self.agent.policy, seed=self.seed)
+    self.eval_seconds.assign_add(result.seconds)
+    record = {
+        "env_steps": self.env_steps,
+        "train_steps": int(self.train_step),
+        "wall_seconds": round(self._elapsed(), 3),
+        "eval_seconds": round(float(self.eval_seconds), 3),
+        **result.summary(),
+    }
+    self.folder.append_metrics(record)
+    with self.eval_writer.as_default(step=self.env_steps):
+      for key in ("average_return", "return_std", "average_episode_length"):
+        tf.summary.scalar(f"eval/{key}", record[key])
+    self.last_eval = record
+    return record
+
+  def _save(self) -> None:
+    self.wall_seconds.assign(self._elapsed())
+    self._clock_start = time.perf_counter()
+    self.checkpointer.save(self.env_steps)
+
+  def _finish(self) -> dict:
+    if self.last_eval is None or self.last_eval["env_steps"] != self.env_steps:
+      self._evaluate()
+    self._save()
+    self.policy_exporter.export()
+    plots.learning_curve(self.folder.read_metrics(), self.folder.path(rf.LEARNING_CURVE))
+    for writer in (self.train_writer, self.eval_writer):
+      writer.flush()
+    return self.last_eval

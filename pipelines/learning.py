@@ -1,0 +1,115 @@
+"""Learning: trainers that alternate collection and agent updates inside compiled graphs.
+
+    pipelines-train --gin_file=gin/dqn_cartpole.gin \
+        --gin_bindings='OffPolicyTrainer.train_steps_per_iteration = 2' --root_dir=runs/x
+
+A trainer owns its driver and its replay and exposes the same small interface to the
+experiment loop, so that off-policy (replay) and on-policy (collect, train, clear)
+agents share one loop:
+
+  trainer.initialize()        # e.g. the random initial collect, skipped on resume
+  loss = trainer.run(n)       # n iterations of collect + train, one graph call
+  trainer.env_steps_per_iteration
+  trainer.checkpoint_items()  # extra state to checkpoint (the replay buffer)
+
+Python-level calls into TensorFlow cost ~0.4 ms each on this 2-core machine, so a call
+runs many iterations: the per-step work never returns to Python.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import gin
+import tensorflow as tf
+from tf_agents.agents import tf_agent
+from tf_agents.environments import tf_environment
+from tf_agents.policies import random_tf_policy
+
+from pipelines import collection, replay
+
+
+@gin.configurable
+class OffPolicyTrainer:
+  """Collect into a replay buffer, train on uniform samples from it (DQN family).
+
+  collect_steps_per_iteration: env steps per iteration, summed over the batched copies
+    (a multiple of the number of copies).
+  train_steps_per_iteration: gradient steps per iteration.
+  initial_collect_steps: env steps taken with a uniform random policy before learning.
+  jit_compile: compile the agent update with XLA (2-3x faster for small networks on CPU).
+  """
+
+  def __init__(
+      self,
+      agent: tf_agent.TFAgent,
+      tf_env: tf_environment.TFEnvironment,
+      observers: Sequence[Callable],
+      replay_fn: Callable = replay.uniform_replay,
+      dataset_fn: Callable = replay.make_dataset,
+      initial_collect_steps: int = 1_000,
+      collect_steps_per_iteration: int = 1,
+      train_steps_per_iteration: int = 1,
+      jit_compile: bool = True,
+  ):
+    num_envs = tf_env.batch_size or 1
+    if collect_steps_per_iteration % num_envs:
+      raise ValueError(
+          f"collect_steps_per_iteration={collect_steps_per_iteration} must be a multiple of "
+          f"the {num_envs} environment copies"
+      )
+    self.env_steps_per_iteration = collect_steps_per_iteration
+    self._train_steps_per_iteration = train_steps_per_iteration
+    self._initial_collect_steps = initial_collect_steps
+    self._agent = agent
+    self._env = tf_env
+    self.replay = replay_fn(agent.collect_data_spec, num_envs)
+    observers = [self.replay.add_batch, *observers]
+    self._driver = collection.step_driver(
+        tf_env, agent.collect_policy, observers, collect_steps_per_iteration
+    )
+    random_policy = random_tf_policy.RandomTFPolicy(tf_env.time_step_spec(), tf_env.action_spec())
+    self._initial_driver = collection.step_driver(
+        tf_env, random_policy, observers, max(initial_collect_steps, 1)
+    )
+    self._dataset = dataset_fn(self.replay)
+    self._iterator = None
+    # autograph=False throughout: converting TF-Agents' drivers costs seconds of tracing.
+    self._update = tf.function(agent.train, jit_compile=jit_compile, autograph=False)
+    self._run = tf.function(self._run_iterations, autograph=False)
+    self._time_step = None
+    self._policy_state = agent.collect_policy.get_initial_state(num_envs)
+
+  def checkpoint_items(self) -> dict:
+    return {"replay_buffer": self.replay}
+
+  def initialize(self) -> None:
+    """Fills the replay with random-policy steps unless it was restored non-empty."""
+    if self._initial_collect_steps > 0 and int(self.replay.num_frames()) == 0:
+      run = tf.function(self._initial_driver.run, autograph=False)
+      self._time_step, _ = run(self._env.reset())
+    self._iterator = iter(self._dataset)
+
+  def _run_iterations(self, time_step, policy_state, iterations):
+    def iteration(i, time_step, policy_state, loss):
+      time_step, policy_state = self._driver.run(time_step, policy_state)
+      for _ in range(self._train_steps_per_iteration):
+        experience, _ = next(self._iterator)
+        loss = self._update(experience).loss
+      return i + 1, time_step, policy_state, loss
+
+    _, time_step, policy_state, loss = tf.while_loop(
+        lambda i, *_: i < iterations,
+        iteration,
+        (tf.constant(0), time_step, policy_state, tf.constant(0.0)),
+    )
+    return time_step, policy_state, loss
+
+  def run(self, iterations: int) -> float:
+    """Runs `iterations` of collect + train in one graph call; returns the last loss."""
+    if self._time_step is None:
+      self._time_step = self._env.reset()
+    self._time_step, self._policy_state, loss = self._run(
+        self._time_step, self._policy_state, tf.constant(iterations)
+    )
+    return float(loss)

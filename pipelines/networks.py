@@ -1,0 +1,40 @@
+"""Network factories, each a gin configurable taking specs and returning one network.
+
+    pipelines-train --gin_file=gin/dqn_cartpole.gin \
+        --gin_bindings='q_network.fc_layer_params=(128, 128)' --root_dir=runs/wide
+
+Swap a whole factory with a binding such as `dqn_agent.network_fn = @my_network`.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import gin
+import tensorflow as tf
+from tf_agents.networks import q_network as tfa_q_network
+from tf_agents.specs import tensor_spec
+
+
+def _scale_uint8(observation_spec) -> tf.keras.layers.Layer | None:
+  """uint8 frames are stored as uint8 and divided by 255 inside the network."""
+  if observation_spec.dtype == tf.uint8:
+    return tf.keras.layers.Lambda(lambda x: tf.cast(x, tf.float32) / 255.0)
+  return None
+
+
+@gin.configurable
+def q_network(
+    observation_spec: tensor_spec.TensorSpec,
+    action_spec: tensor_spec.BoundedTensorSpec,
+    fc_layer_params: Sequence[int] = (64, 64),
+    conv_layer_params: Sequence[tuple[int, int, int]] | None = None,
+) -> tfa_q_network.QNetwork:
+  """A Q-network: optional conv layers (filters, kernel, stride), then dense layers."""
+  return tfa_q_network.QNetwork(
+      observation_spec,
+      action_spec,
+      preprocessing_layers=_scale_uint8(observation_spec),
+      conv_layer_params=conv_layer_params,
+      fc_layer_params=fc_layer_params,
+  )

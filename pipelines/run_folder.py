@@ -1,0 +1,171 @@
+"""The run folder: one directory per run holding everything needed to inspect or re-run it.
+
+    ls runs/x   # operative_config.gin command.txt run.json metrics.jsonl checkpoints/ policy/ ...
+
+All names live here so that every tool (train, evaluate, reports) agrees on them.
+Nothing is written until `claim()` succeeds, so a refused launch leaves an existing
+run untouched.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import platform
+import shlex
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable
+
+from pipelines.errors import PipelineError
+
+OPERATIVE_CONFIG = "operative_config.gin"
+COMMAND = "command.txt"
+RUN_INFO = "run.json"
+METRICS = "metrics.jsonl"
+CHECKPOINTS = "checkpoints"
+POLICY = "policy"
+TRAIN_SUMMARIES = "train"
+EVAL_SUMMARIES = "eval"
+LEARNING_CURVE = "learning_curve.png"
+
+_PACKAGES = (
+    "tensorflow",
+    "tf-agents",
+    "tensorflow-probability",
+    "dm-reverb",
+    "gin-config",
+    "gymnasium",
+    "ale-py",
+    "numpy",
+)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+  """Writes `text` to `path` so that readers see the old or the new file, never half."""
+  with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, prefix=f".{path.name}.") as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(f.name, path)
+
+
+def package_versions() -> dict[str, str]:
+  versions = {"python": platform.python_version()}
+  for name in _PACKAGES:
+    try:
+      versions[name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
+      versions[name] = "not installed"
+  return versions
+
+
+def _strip_comments(config: str) -> list[str]:
+  return [line for line in config.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+class RunFolder:
+  """Paths of one run plus the lock that keeps a second process out of it."""
+
+  def __init__(self, root_dir: str | os.PathLike):
+    self.root = Path(root_dir).expanduser().absolute()
+    self._lock_fd: int | None = None
+
+  def path(self, name: str) -> Path:
+    return self.root / name
+
+  @property
+  def is_run(self) -> bool:
+    return self.path(RUN_INFO).exists()
+
+  def check_usable(self) -> None:
+    """Refuses a foreign folder (non-empty, not a run) or one that cannot be written."""
+    if self.root.exists():
+      if not self.root.is_dir():
+        raise PipelineError(f"--root_dir {self.root} exists and is not a folder")
+      if not self.is_run and any(self.root.iterdir()):
+        raise PipelineError(
+            f"--root_dir {self.root} is not empty and holds no run ({RUN_INFO} missing); "
+            "pick a new folder"
+        )
+      if not os.access(self.root, os.W_OK | os.X_OK):
+        raise PipelineError(f"--root_dir {self.root} is not writable")
+    else:
+      parent = next(p for p in self.root.parents if p.exists())
+      if not os.access(parent, os.W_OK | os.X_OK):
+        raise PipelineError(f"cannot create --root_dir {self.root}: {parent} is not writable")
+
+  def check_config(self, operative_config: str) -> None:
+    """Refuses to mix runs: a resumed run must have the same operative config."""
+    stored = self.path(OPERATIVE_CONFIG)
+    if stored.exists() and _strip_comments(stored.read_text()) != _strip_comments(operative_config):
+      old, new = set(_strip_comments(stored.read_text())), set(_strip_comments(operative_config))
+      changed = sorted(new - old)[:1] or sorted(old - new)[:1]
+      raise PipelineError(
+          f"--root_dir {self.root} holds a run with a different config "
+          f"(first difference: {changed[0].strip() if changed else '?'}); "
+          "use a new --root_dir to start fresh, or the same gin files and bindings to resume"
+      )
+
+  def lock(self) -> None:
+    """Takes an exclusive lock on the folder itself; a second live process is refused."""
+    self.root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(self.root, os.O_RDONLY)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      os.close(fd)
+      raise PipelineError(
+          f"--root_dir {self.root} is in use by another running process; wait for it or pick "
+          "another folder"
+      ) from None
+    self._lock_fd = fd
+
+  def unlock(self) -> None:
+    if self._lock_fd is not None:
+      os.close(self._lock_fd)
+      self._lock_fd = None
+
+  def write_metadata(self, operative_config: str, seed: int, argv: Iterable[str] | None = None) -> None:
+    """Writes the config, the command line and the versions; kept from the first launch."""
+    argv = list(sys.argv if argv is None else argv)
+    command = shlex.join([Path(sys.executable).name, *argv]) + "\n"
+    if not self.path(OPERATIVE_CONFIG).exists():
+      atomic_write_text(self.path(OPERATIVE_CONFIG), operative_config)
+    with open(self.path(COMMAND), "a") as f:  # one line per launch, resumes included
+      f.write(command)
+    if not self.is_run:
+      info = {"seed": seed, "versions": package_versions(), "cwd": os.getcwd()}
+      atomic_write_text(self.path(RUN_INFO), json.dumps(info, indent=2) + "\n")
+
+  def read_info(self) -> dict[str, Any]:
+    return json.loads(self.path(RUN_INFO).read_text())
+
+  # metrics.jsonl: one JSON object per evaluation.
+  def append_metrics(self, record: dict[str, Any]) -> None:
+    with open(self.path(METRICS), "a") as f:
+      f.write(json.dumps(record) + "\n")
+      f.flush()
+      os.fsync(f.fileno())
+
+  def read_metrics(self) -> list[dict[str, Any]]:
+    path = self.path(METRICS)
+    if not path.exists():
+      return []
+    records = []
+    for line in path.read_text().splitlines():
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:  # a line cut short by a kill
+        continue
+    return records
+
+  def truncate_metrics(self, env_steps: int) -> None:
+    """Drops records past a restored checkpoint so the counters stay monotonic."""
+    records = self.read_metrics()
+    kept = [r for r in records if r["env_steps"] <= env_steps]
+    if len(kept) != len(records):
+      atomic_write_text(self.path(METRICS), "".join(json.dumps(r) + "\n" for r in kept))

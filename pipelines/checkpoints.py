@@ -55,11 +55,10 @@ class PolicyExporter:
     shutil.rmtree(previous, ignore_errors=True)
 
 
-def load_policy(directory: Path):
-  """Loads an exported policy as a py policy; falls back to the previous export if a swap was cut."""
-  from tf_agents.policies import py_tf_eager_policy
-
+def load_saved_policy(directory: Path):
+  """Loads an exported policy (`.action`, `.get_initial_state`); falls back to the previous
+  export if the process died between the two renames of a swap."""
   directory = Path(directory)
-  if not directory.exists() and directory.with_name(directory.name + ".old").exists():
+  if not directory.exists():
     directory = directory.with_name(directory.name + ".old")
-  return py_tf_eager_policy.SavedModelPyTFEagerPolicy(str(directory), load_specs_from_pbtxt=True)
+  return tf.saved_model.load(str(directory))

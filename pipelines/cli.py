@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -37,6 +37,7 @@ def quiet_libraries() -> None:
 
   warnings.filterwarnings("ignore", category=UserWarning, module="tensorflow")
   warnings.filterwarnings("ignore", category=SyntaxWarning)
+
 
 from pipelines.errors import PipelineError  # noqa: E402
 

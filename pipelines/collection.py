@@ -26,14 +26,12 @@ class TrainingMetrics:
   average_episode_length: tf_metrics.AverageEpisodeLengthMetric
 
   @classmethod
-  def create(cls, num_envs: int, window: int = 10) -> "TrainingMetrics":
+  def create(cls, num_envs: int, window: int = 10) -> TrainingMetrics:
     return cls(
-        env_steps=tf_metrics.EnvironmentSteps(),
-        episodes=tf_metrics.NumberOfEpisodes(),
-        average_return=tf_metrics.AverageReturnMetric(batch_size=num_envs, buffer_size=window),
-        average_episode_length=tf_metrics.AverageEpisodeLengthMetric(
-            batch_size=num_envs, buffer_size=window
-        ),
+      env_steps=tf_metrics.EnvironmentSteps(),
+      episodes=tf_metrics.NumberOfEpisodes(),
+      average_return=tf_metrics.AverageReturnMetric(batch_size=num_envs, buffer_size=window),
+      average_episode_length=tf_metrics.AverageEpisodeLengthMetric(batch_size=num_envs, buffer_size=window),
     )
 
   @property
@@ -47,9 +45,9 @@ def step_driver(tf_env, policy, observers, num_steps: int) -> dynamic_step_drive
 
 
 def episode_driver(
-    tf_env, policy, observers, num_episodes: int
+  tf_env, policy, observers, num_episodes: int
 ) -> dynamic_episode_driver.DynamicEpisodeDriver:
   """Runs until `num_episodes` episodes have ended, summed over the batched copies."""
   return dynamic_episode_driver.DynamicEpisodeDriver(
-      tf_env, policy, observers=observers, num_episodes=num_episodes
+    tf_env, policy, observers=observers, num_episodes=num_episodes
   )

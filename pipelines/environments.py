@@ -17,15 +17,16 @@ adapts any gymnasium vector environment, ale-py's `AtariVectorEnv` included.
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-import gin
 import gymnasium as gym
 import numpy as np
 from tf_agents.environments import py_environment
 from tf_agents.specs import array_spec
 from tf_agents.trajectories import time_step as ts
 
+import gin
 from pipelines.errors import PipelineError
 
 _FIRST, _MID, _LAST = (np.int32(t) for t in (ts.StepType.FIRST, ts.StepType.MID, ts.StepType.LAST))
@@ -43,7 +44,7 @@ def space_to_spec(space: gym.Space, name: str) -> array_spec.BoundedArraySpec:
   if isinstance(space, gym.spaces.Box):
     dtype = np.float32 if space.dtype == np.float64 else space.dtype
     return array_spec.BoundedArraySpec(
-        space.shape, dtype, space.low.astype(dtype), space.high.astype(dtype), name=name
+      space.shape, dtype, space.low.astype(dtype), space.high.astype(dtype), name=name
     )
   raise PipelineError(f"unsupported gymnasium space for {name}: {space!r} (Box and Discrete are)")
 
@@ -90,7 +91,7 @@ class GymnasiumEnvironment(py_environment.PyEnvironment):
     # TimeSteps are built directly: ts.transition() & co. cost ~100 us of type checks.
     action = np.asarray(action, dtype=self._action_spec.dtype)
     observation, reward, terminated, truncated, _ = self._env.step(
-        action.item() if action.shape == () else action
+      action.item() if action.shape == () else action
     )
     step_type, discount = _step_fields(terminated, truncated, self._discount)
     observation = np.asarray(observation, self._observation_spec.dtype)
@@ -112,7 +113,7 @@ class VectorEnvironment(py_environment.PyEnvironment):
   """
 
   def __init__(
-      self, env: gym.vector.VectorEnv, seed: int | None = None, discount: float = 1.0, name: str = ""
+    self, env: gym.vector.VectorEnv, seed: int | None = None, discount: float = 1.0, name: str = ""
   ):
     super().__init__(handle_auto_reset=False)
     self.name = name or type(env).__name__
@@ -153,10 +154,10 @@ class VectorEnvironment(py_environment.PyEnvironment):
     self._ended[:] = False
     n = self._num_envs
     return ts.TimeStep(
-        np.full(n, _FIRST),
-        np.zeros(n, np.float32),
-        np.full(n, self._discount),
-        np.asarray(observation, self._observation_spec.dtype),
+      np.full(n, _FIRST),
+      np.zeros(n, np.float32),
+      np.full(n, self._discount),
+      np.asarray(observation, self._observation_spec.dtype),
     )
 
   def _step(self, action) -> ts.TimeStep:
@@ -167,7 +168,7 @@ class VectorEnvironment(py_environment.PyEnvironment):
     step_type[restarted] = _FIRST
     discount[restarted] = self._discount
     reward = np.where(restarted, np.float32(0.0), reward).astype(np.float32)
-    self._ended = (step_type == _LAST)
+    self._ended = step_type == _LAST
     return ts.TimeStep(step_type, reward, discount, np.asarray(observation, self._observation_spec.dtype))
 
   def render(self, mode: str = "rgb_array"):
@@ -189,31 +190,29 @@ def check_env_id(env_id: str) -> None:
 
 @gin.configurable
 def gymnasium_env(
-    env_id: str = gin.REQUIRED,
-    max_episode_steps: int | None = None,
-    render_mode: str | None = "rgb_array",
-    env_kwargs: dict[str, Any] | None = None,
+  env_id: str = gin.REQUIRED,
+  max_episode_steps: int | None = None,
+  render_mode: str | None = "rgb_array",
+  env_kwargs: dict[str, Any] | None = None,
 ) -> gym.Env:
   """One gymnasium environment by id (e.g. 'CartPole-v1'), with its registered wrappers."""
   check_env_id(env_id)
-  return gym.make(
-      env_id, max_episode_steps=max_episode_steps, render_mode=render_mode, **(env_kwargs or {})
-  )
+  return gym.make(env_id, max_episode_steps=max_episode_steps, render_mode=render_mode, **(env_kwargs or {}))
 
 
 @gin.configurable(denylist=["seed"])
 def make_environment(
-    env_fn: Callable[[], gym.Env] = gymnasium_env,
-    num_envs: int = 1,
-    parallel: bool = False,
-    seed: int = 0,
+  env_fn: Callable[[], gym.Env] = gymnasium_env,
+  num_envs: int = 1,
+  parallel: bool = False,
+  seed: int = 0,
 ) -> py_environment.PyEnvironment:
   """`num_envs` copies of `env_fn` as one batched environment; copy i gets seed `seed + i`.
 
   parallel: run each copy in its own process (gymnasium `AsyncVectorEnv`), worth it
     when a step costs more than the inter-process round trip (Atari, not CartPole).
   Collection and evaluation bind their own values through the `collect/` and `eval/`
-  gin scopes; the seed comes from `run_experiment.seed`.
+  gin scopes; the seed comes from `build_components.seed`.
   """
   if num_envs < 1:
     raise PipelineError(f"make_environment.num_envs must be >= 1, got {num_envs}")
@@ -230,7 +229,7 @@ def make_environment(
   if parallel:
     first.close()
     vector_env = gym.vector.AsyncVectorEnv(
-        [make] * num_envs, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP, context="fork"
+      [make] * num_envs, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP, context="fork"
     )
   else:
     vector_env = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import dataclasses
 import time
 
-import gin
 import numpy as np
 import tensorflow as tf
 from tf_agents.environments import tf_environment
 from tf_agents.policies import random_tf_policy
+
+import gin
 
 
 @dataclasses.dataclass
@@ -28,12 +29,12 @@ class EvalResult:
   def summary(self) -> dict:
     returns = np.asarray(self.returns, dtype=np.float64)
     return {
-        "average_return": float(returns.mean()),
-        "return_std": float(returns.std()),
-        "min_return": float(returns.min()),
-        "max_return": float(returns.max()),
-        "average_episode_length": float(np.mean(self.lengths)),
-        "num_episodes": len(self.returns),
+      "average_return": float(returns.mean()),
+      "return_std": float(returns.std()),
+      "min_return": float(returns.min()),
+      "max_return": float(returns.max()),
+      "average_episode_length": float(np.mean(self.lengths)),
+      "num_episodes": len(self.returns),
     }
 
 
@@ -59,9 +60,7 @@ class Evaluator:
       rng = tf.random.Generator.from_seed(seed)
       self._compiled[key] = tf.function(lambda: self._play(env, policy, rng), autograph=False)
     returns, lengths, mask = (t.numpy() for t in self._compiled[key]())
-    return EvalResult(
-        returns[mask].tolist(), lengths[mask].astype(int).tolist(), time.perf_counter() - start
-    )
+    return EvalResult(returns[mask].tolist(), lengths[mask].astype(int).tolist(), time.perf_counter() - start)
 
   def _play(self, env, policy, rng):
     n = env.batch_size or 1
@@ -96,13 +95,13 @@ class Evaluator:
       return time_step, state, done, episode_return, episode_length, returns, lengths
 
     initial = (
-        env.reset(),
-        policy.get_initial_state(n),
-        tf.zeros([n], tf.int32),
-        tf.zeros([n], tf.float32),
-        tf.zeros([n], tf.int32),
-        tf.zeros([n, width], tf.float32),
-        tf.zeros([n, width], tf.int32),
+      env.reset(),
+      policy.get_initial_state(n),
+      tf.zeros([n], tf.int32),
+      tf.zeros([n], tf.float32),
+      tf.zeros([n], tf.int32),
+      tf.zeros([n, width], tf.float32),
+      tf.zeros([n, width], tf.int32),
     )
     result = tf.while_loop(lambda *loop: tf.reduce_any(loop[2] < quota), body, initial)
     mask = tf.range(width)[None] < quota[:, None]

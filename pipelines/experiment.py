@@ -12,18 +12,21 @@ Every interval and budget is counted in environment steps, summed over all copie
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import signal
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
-import gin
 import numpy as np
 import tensorflow as tf
 import tqdm
-from tf_agents.environments import tf_py_environment
+from tf_agents.agents import tf_agent
+from tf_agents.environments import py_environment, tf_environment, tf_py_environment
 
+import gin
 from pipelines import checkpoints, collection, environments, evaluation, learning, plots
 from pipelines import run_folder as rf
 from pipelines.agents import ActionSpaceError
@@ -70,85 +73,116 @@ class _Signals:
       signal.signal(sig, handler)
 
 
+@dataclasses.dataclass
+class Components:
+  """Everything one experiment is made of, built from the gin config."""
+
+  collect_env: py_environment.PyEnvironment
+  eval_env: py_environment.PyEnvironment
+  tf_env: tf_environment.TFEnvironment
+  eval_tf_env: tf_environment.TFEnvironment
+  agent: tf_agent.TFAgent
+  trainer: Any
+  evaluator: Any
+  metrics: collection.TrainingMetrics
+  train_step: tf.Variable
+  seed: int
+
+  def close(self) -> None:
+    for env in (self.collect_env, self.eval_env):
+      env.close()
+
+
+@gin.configurable
+def build_components(
+  agent_fn: Callable = gin.REQUIRED,
+  trainer_fn: Callable = learning.OffPolicyTrainer,
+  evaluator_fn: Callable = evaluation.Evaluator,
+  seed: int = 0,
+) -> Components:
+  """Builds environments, agent, trainer and evaluator; writes nothing anywhere.
+
+  seed: seeds TensorFlow, NumPy and environment copy i with `seed + i` (eval: +10_000).
+  """
+  tf.random.set_seed(seed)
+  np.random.seed(seed)
+  with gin.config_scope("collect"):
+    collect_env = environments.make_environment(seed=seed)
+  with gin.config_scope("eval"):
+    eval_env = environments.make_environment(seed=seed + 10_000)
+  tf_env = tf_py_environment.TFPyEnvironment(collect_env)
+  train_step = tf.Variable(0, dtype=tf.int64, name="train_step")
+  metrics = collection.TrainingMetrics.create(tf_env.batch_size or 1)
+  try:
+    agent = agent_fn(
+      tf_env.time_step_spec(), tf_env.action_spec(), train_step, metrics.env_steps.environment_steps
+    )
+  except ActionSpaceError as e:
+    raise PipelineError(f"{e} of environment {getattr(collect_env, 'name', '?')}") from None
+  return Components(
+    collect_env=collect_env,
+    eval_env=eval_env,
+    tf_env=tf_env,
+    eval_tf_env=tf_py_environment.TFPyEnvironment(eval_env),
+    agent=agent,
+    trainer=trainer_fn(agent, tf_env, metrics.observers),
+    evaluator=evaluator_fn(),
+    metrics=metrics,
+    train_step=train_step,
+    seed=seed,
+  )
+
+
 @gin.configurable(denylist=["root_dir"])
 def run_experiment(
-    root_dir: str,
-    agent_fn: Callable = gin.REQUIRED,
-    trainer_fn: Callable = learning.OffPolicyTrainer,
-    environment_fn: Callable = environments.make_environment,
-    evaluator_fn: Callable = evaluation.Evaluator,
-    num_env_steps: int = 50_000,
-    eval_interval: int = 1_000,
-    checkpoint_interval: int = 10_000,
-    policy_export_interval: int = 10_000,
-    target_return: float | None = None,
-    seed: int = 0,
+  root_dir: str,
+  num_env_steps: int = 50_000,
+  eval_interval: int = 1_000,
+  checkpoint_interval: int = 10_000,
+  policy_export_interval: int = 10_000,
+  target_return: float | None = None,
 ) -> dict:
   """Trains and evaluates one agent; returns the final evaluation summary.
 
   num_env_steps: training budget in env steps. *_interval: env steps between events.
   target_return: stop early once an evaluation mean reaches it (None: use the budget).
-  seed: seeds TensorFlow, NumPy and environment copy i with `seed + i` (eval: +10_000).
   """
   folder = rf.RunFolder(root_dir)
   folder.check_usable()
-
-  tf.random.set_seed(seed)
-  np.random.seed(seed)
-  with gin.config_scope("collect"):
-    collect_py_env = environment_fn(seed=seed)
-  with gin.config_scope("eval"):
-    eval_py_env = environment_fn(seed=seed + 10_000)
-  tf_env = tf_py_environment.TFPyEnvironment(collect_py_env)
-  eval_tf_env = tf_py_environment.TFPyEnvironment(eval_py_env)
-
-  train_step = tf.Variable(0, dtype=tf.int64, name="train_step")
-  metrics = collection.TrainingMetrics.create(tf_env.batch_size or 1)
-  env_step = metrics.env_steps.environment_steps
-  try:
-    agent = agent_fn(tf_env.time_step_spec(), tf_env.action_spec(), train_step, env_step)
-  except ActionSpaceError as e:
-    raise PipelineError(f"{e} of environment {getattr(collect_py_env, 'name', '?')}") from None
-  trainer = trainer_fn(agent, tf_env, metrics.observers)
-  evaluator = evaluator_fn()
-
+  parts = build_components()
   operative_config = gin.operative_config_str()
   folder.check_config(operative_config)
   folder.lock()
   try:
-    folder.write_metadata(operative_config, seed)
-    loop = _Loop(folder, agent, trainer, evaluator, metrics, train_step, eval_tf_env, seed)
-    return loop.run(
-        num_env_steps, eval_interval, checkpoint_interval, policy_export_interval, target_return
-    )
+    folder.write_metadata(operative_config, parts.seed)
+    loop = _Loop(folder, parts)
+    return loop.run(num_env_steps, eval_interval, checkpoint_interval, policy_export_interval, target_return)
   finally:
     folder.unlock()
-    for env in (collect_py_env, eval_py_env):
-      env.close()
+    parts.close()
 
 
 class _Loop:
   """The phases of one run: restore, train chunks, triggered events, finish."""
 
-  def __init__(self, folder, agent, trainer, evaluator, metrics, train_step, eval_env, seed):
+  def __init__(self, folder: rf.RunFolder, parts: Components):
     self.folder = folder
-    self.agent = agent
-    self.trainer = trainer
-    self.evaluator = evaluator
-    self.metrics = metrics
-    self.train_step = train_step
-    self.eval_env = eval_env
-    self.seed = seed
+    self.agent = agent = parts.agent
+    self.trainer = trainer = parts.trainer
+    self.evaluator = parts.evaluator
+    self.metrics = metrics = parts.metrics
+    self.train_step = train_step = parts.train_step
+    self.eval_env = parts.eval_tf_env
     self.wall_seconds = tf.Variable(0.0, dtype=tf.float64, name="wall_seconds")
     self.eval_seconds = tf.Variable(0.0, dtype=tf.float64, name="eval_seconds")
     self.checkpointer = checkpoints.Checkpointer(
-        folder.path(rf.CHECKPOINTS),
-        agent=agent,
-        train_step=train_step,
-        wall_seconds=self.wall_seconds,
-        eval_seconds=self.eval_seconds,
-        **{f"metric_{name}": m for name, m in vars(metrics).items()},
-        **trainer.checkpoint_items(),
+      folder.path(rf.CHECKPOINTS),
+      agent=agent,
+      train_step=train_step,
+      wall_seconds=self.wall_seconds,
+      eval_seconds=self.eval_seconds,
+      **{f"metric_{name}": m for name, m in vars(metrics).items()},
+      **trainer.checkpoint_items(),
     )
     self.policy_exporter = checkpoints.PolicyExporter(agent.policy, train_step, folder.path(rf.POLICY))
     self.train_writer = tf.summary.create_file_writer(str(folder.path(rf.TRAIN_SUMMARIES)))
@@ -174,28 +208,30 @@ class _Loop:
       self.trainer.initialize()
 
     triggers = {
-        "eval": IntervalTrigger(eval_interval, self.env_steps),
-        "checkpoint": IntervalTrigger(checkpoint_interval, self.env_steps),
-        "export": IntervalTrigger(export_interval, self.env_steps),
+      "eval": IntervalTrigger(eval_interval, self.env_steps),
+      "checkpoint": IntervalTrigger(checkpoint_interval, self.env_steps),
+      "export": IntervalTrigger(export_interval, self.env_steps),
     }
     per_iteration = self.trainer.env_steps_per_iteration
-    reached = self.last_eval is not None and target_return is not None and (
-        self.last_eval["average_return"] >= target_return
+    reached = (
+      self.last_eval is not None
+      and target_return is not None
+      and (self.last_eval["average_return"] >= target_return)
     )
     with _Signals() as signals, self._progress(num_env_steps) as bar:
       while self.env_steps < num_env_steps and not reached and signals.received is None:
         budget = min(
-            num_env_steps - self.env_steps,
-            max(_ENV_STEPS_PER_CALL, per_iteration),
-            *(max(t.steps_to_next(self.env_steps), 1) for t in triggers.values()),
+          num_env_steps - self.env_steps,
+          max(_ENV_STEPS_PER_CALL, per_iteration),
+          *(max(t.steps_to_next(self.env_steps), 1) for t in triggers.values()),
         )
         before = self.env_steps
         with tf.summary.record_if(False):
           loss = self.trainer.run(max(1, math.ceil(budget / per_iteration)))
         if not math.isfinite(loss):
           raise PipelineError(
-              f"the loss became {loss} at train step {int(self.train_step)}; stopped without "
-              f"saving, the last good checkpoint in {self.folder.path(rf.CHECKPOINTS)} is kept"
+            f"the loss became {loss} at train step {int(self.train_step)}; stopped without "
+            f"saving, the last good checkpoint in {self.folder.path(rf.CHECKPOINTS)} is kept"
           )
         self._train_summaries(loss)
         step = self.env_steps
@@ -215,9 +251,9 @@ class _Loop:
     if signals.received is not None:
       self._save()
       print(
-          f"Stopped by signal {signals.received} at {self.env_steps} env steps; checkpoint saved. "
-          "Run the same command to resume.",
-          file=sys.stderr,
+        f"Stopped by signal {signals.received} at {self.env_steps} env steps; checkpoint saved. "
+        "Run the same command to resume.",
+        file=sys.stderr,
       )
       raise SystemExit(128 + signals.received)
     return self._finish()
@@ -234,14 +270,14 @@ class _Loop:
         metric.tf_summaries(train_step=self.train_step, step_metrics=[self.metrics.env_steps])
 
   def _evaluate(self) -> dict:
-    result = self.evaluator(self.eval_env, self.agent.policy, seed=self.seed)
+    result = self.evaluator(self.eval_env, self.agent.policy)
     self.eval_seconds.assign_add(result.seconds)
     record = {
-        "env_steps": self.env_steps,
-        "train_steps": int(self.train_step),
-        "wall_seconds": round(self._elapsed(), 3),
-        "eval_seconds": round(float(self.eval_seconds), 3),
-        **result.summary(),
+      "env_steps": self.env_steps,
+      "train_steps": int(self.train_step),
+      "wall_seconds": round(self._elapsed(), 3),
+      "eval_seconds": round(float(self.eval_seconds), 3),
+      **result.summary(),
     }
     self.folder.append_metrics(record)
     with self.eval_writer.as_default(step=self.env_steps):

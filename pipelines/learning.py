@@ -18,14 +18,14 @@ runs many iterations: the per-step work never returns to Python.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
-import gin
 import tensorflow as tf
 from tf_agents.agents import tf_agent
 from tf_agents.environments import tf_environment
 from tf_agents.policies import random_tf_policy
 
+import gin
 from pipelines import collection, replay
 
 
@@ -41,22 +41,22 @@ class OffPolicyTrainer:
   """
 
   def __init__(
-      self,
-      agent: tf_agent.TFAgent,
-      tf_env: tf_environment.TFEnvironment,
-      observers: Sequence[Callable],
-      replay_fn: Callable = replay.uniform_replay,
-      dataset_fn: Callable = replay.make_dataset,
-      initial_collect_steps: int = 1_000,
-      collect_steps_per_iteration: int = 1,
-      train_steps_per_iteration: int = 1,
-      jit_compile: bool = True,
+    self,
+    agent: tf_agent.TFAgent,
+    tf_env: tf_environment.TFEnvironment,
+    observers: Sequence[Callable],
+    replay_fn: Callable = replay.uniform_replay,
+    dataset_fn: Callable = replay.make_dataset,
+    initial_collect_steps: int = 1_000,
+    collect_steps_per_iteration: int = 1,
+    train_steps_per_iteration: int = 1,
+    jit_compile: bool = True,
   ):
     num_envs = tf_env.batch_size or 1
     if collect_steps_per_iteration % num_envs:
       raise ValueError(
-          f"collect_steps_per_iteration={collect_steps_per_iteration} must be a multiple of "
-          f"the {num_envs} environment copies"
+        f"collect_steps_per_iteration={collect_steps_per_iteration} must be a multiple of "
+        f"the {num_envs} environment copies"
       )
     self.env_steps_per_iteration = collect_steps_per_iteration
     self._train_steps_per_iteration = train_steps_per_iteration
@@ -66,11 +66,11 @@ class OffPolicyTrainer:
     self.replay = replay_fn(agent.collect_data_spec, num_envs)
     observers = [self.replay.add_batch, *observers]
     self._driver = collection.step_driver(
-        tf_env, agent.collect_policy, observers, collect_steps_per_iteration
+      tf_env, agent.collect_policy, observers, collect_steps_per_iteration
     )
     random_policy = random_tf_policy.RandomTFPolicy(tf_env.time_step_spec(), tf_env.action_spec())
     self._initial_driver = collection.step_driver(
-        tf_env, random_policy, observers, max(initial_collect_steps, 1)
+      tf_env, random_policy, observers, max(initial_collect_steps, 1)
     )
     self._dataset = dataset_fn(self.replay)
     self._iterator = None
@@ -99,9 +99,9 @@ class OffPolicyTrainer:
       return i + 1, time_step, policy_state, loss
 
     _, time_step, policy_state, loss = tf.while_loop(
-        lambda i, *_: i < iterations,
-        iteration,
-        (tf.constant(0), time_step, policy_state, tf.constant(0.0)),
+      lambda i, *_: i < iterations,
+      iteration,
+      (tf.constant(0), time_step, policy_state, tf.constant(0.0)),
     )
     return time_step, policy_state, loss
 
@@ -110,6 +110,6 @@ class OffPolicyTrainer:
     if self._time_step is None:
       self._time_step = self._env.reset()
     self._time_step, self._policy_state, loss = self._run(
-        self._time_step, self._policy_state, tf.constant(iterations)
+      self._time_step, self._policy_state, tf.constant(iterations)
     )
     return float(loss)

@@ -8,12 +8,13 @@ Swap a whole factory with a binding such as `dqn_agent.network_fn = @my_network`
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
-import gin
 import tensorflow as tf
 from tf_agents.networks import q_network as tfa_q_network
 from tf_agents.specs import tensor_spec
+
+import gin
 
 
 def _scale_uint8(observation_spec) -> tf.keras.layers.Layer | None:
@@ -25,16 +26,16 @@ def _scale_uint8(observation_spec) -> tf.keras.layers.Layer | None:
 
 @gin.configurable
 def q_network(
-    observation_spec: tensor_spec.TensorSpec,
-    action_spec: tensor_spec.BoundedTensorSpec,
-    fc_layer_params: Sequence[int] = (64, 64),
-    conv_layer_params: Sequence[tuple[int, int, int]] | None = None,
+  observation_spec: tensor_spec.TensorSpec,
+  action_spec: tensor_spec.BoundedTensorSpec,
+  fc_layer_params: Sequence[int] = (64, 64),
+  conv_layer_params: Sequence[tuple[int, int, int]] | None = None,
 ) -> tfa_q_network.QNetwork:
   """A Q-network: optional conv layers (filters, kernel, stride), then dense layers."""
   return tfa_q_network.QNetwork(
-      observation_spec,
-      action_spec,
-      preprocessing_layers=_scale_uint8(observation_spec),
-      conv_layer_params=conv_layer_params,
-      fc_layer_params=fc_layer_params,
+    observation_spec,
+    action_spec,
+    preprocessing_layers=_scale_uint8(observation_spec),
+    conv_layer_params=conv_layer_params,
+    fc_layer_params=fc_layer_params,
   )

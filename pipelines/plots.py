@@ -6,8 +6,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -16,7 +16,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def learning_curve(records: Sequence[dict], path: str | Path, x_key: str = "env_steps", title: str = "") -> None:
+def learning_curve(
+  records: Sequence[dict], path: str | Path, x_key: str = "env_steps", title: str = ""
+) -> None:
   """Mean evaluation return with a +-1 std band over the episodes of each evaluation."""
   if not records:
     return

@@ -16,9 +16,10 @@ import platform
 import shlex
 import sys
 import tempfile
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from pipelines.errors import PipelineError
 
@@ -33,14 +34,14 @@ EVAL_SUMMARIES = "eval"
 LEARNING_CURVE = "learning_curve.png"
 
 _PACKAGES = (
-    "tensorflow",
-    "tf-agents",
-    "tensorflow-probability",
-    "dm-reverb",
-    "gin-config",
-    "gymnasium",
-    "ale-py",
-    "numpy",
+  "tensorflow",
+  "tf-agents",
+  "tensorflow-probability",
+  "dm-reverb",
+  "gin-config",
+  "gymnasium",
+  "ale-py",
+  "numpy",
 )
 
 
@@ -88,13 +89,14 @@ class RunFolder:
         raise PipelineError(f"--root_dir {self.root} exists and is not a folder")
       if not self.is_run and any(self.root.iterdir()):
         raise PipelineError(
-            f"--root_dir {self.root} is not empty and holds no run ({RUN_INFO} missing); "
-            "pick a new folder"
+          f"--root_dir {self.root} is not empty and holds no run ({RUN_INFO} missing); pick a new folder"
         )
       if not os.access(self.root, os.W_OK | os.X_OK):
         raise PipelineError(f"--root_dir {self.root} is not writable")
     else:
       parent = next(p for p in self.root.parents if p.exists())
+      if not parent.is_dir():
+        raise PipelineError(f"cannot create --root_dir {self.root}: {parent} is not a folder")
       if not os.access(parent, os.W_OK | os.X_OK):
         raise PipelineError(f"cannot create --root_dir {self.root}: {parent} is not writable")
 
@@ -105,9 +107,9 @@ class RunFolder:
       old, new = set(_strip_comments(stored.read_text())), set(_strip_comments(operative_config))
       changed = sorted(new - old)[:1] or sorted(old - new)[:1]
       raise PipelineError(
-          f"--root_dir {self.root} holds a run with a different config "
-          f"(first difference: {changed[0].strip() if changed else '?'}); "
-          "use a new --root_dir to start fresh, or the same gin files and bindings to resume"
+        f"--root_dir {self.root} holds a run with a different config "
+        f"(first difference: {changed[0].strip() if changed else '?'}); "
+        "use a new --root_dir to start fresh, or the same gin files and bindings to resume"
       )
 
   def lock(self) -> None:
@@ -119,8 +121,7 @@ class RunFolder:
     except BlockingIOError:
       os.close(fd)
       raise PipelineError(
-          f"--root_dir {self.root} is in use by another running process; wait for it or pick "
-          "another folder"
+        f"--root_dir {self.root} is in use by another running process; wait for it or pick another folder"
       ) from None
     self._lock_fd = fd
 

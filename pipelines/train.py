@@ -2,7 +2,7 @@
 
     pipelines-train --gin_file=gin/dqn_cartpole.gin --root_dir=runs/dqn_cartpole
     python -m pipelines.train --gin_file=gin/dqn_cartpole.gin \
-        --gin_bindings='run_experiment.seed = 3' --root_dir=runs/seed3
+        --gin_bindings='build_components.seed = 3' --root_dir=runs/seed3
 
 Gin is the only channel for the experiment's configuration; the flags only say which
 gin to read and where the run folder is. Re-running the same command resumes the run.
@@ -19,7 +19,7 @@ from absl import app, flags
 from pipelines import cli
 
 flags.DEFINE_multi_string("gin_file", [], "Gin config file(s); later files override earlier.")
-flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, e.g. 'run_experiment.seed = 1'.")
+flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, e.g. 'build_components.seed = 1'.")
 flags.DEFINE_string("root_dir", None, "Run folder: created, or resumed if it holds this run.")
 flags.mark_flag_as_required("root_dir")
 FLAGS = flags.FLAGS

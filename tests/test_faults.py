@@ -1,0 +1,168 @@
+"""Bad input and faults: one clear line, exit != 0, existing runs untouched; kills resume."""
+
+import hashlib
+import signal
+import subprocess
+import time
+
+import pytest
+from conftest import REPO, cli_env, run_train, train_command
+
+from pipelines import run_folder as rf
+
+
+def _snapshot(root):
+  return {
+    p.relative_to(root): hashlib.sha256(p.read_bytes()).hexdigest()
+    for p in sorted(root.rglob("*"))
+    if p.is_file()
+  }
+
+
+def _error_line(result) -> str:
+  lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+  return lines[-1] if lines else ""
+
+
+def _assert_refused(result, *needles):
+  assert result.returncode == 2, result.stderr[-3000:]
+  line = _error_line(result)
+  assert line.startswith("pipelines-train: error:"), result.stderr[-3000:]
+  for needle in needles:
+    assert needle in line, line
+
+
+@pytest.mark.parametrize(
+  "gin_text, bindings, needles",
+  [
+    (None, (), ["gin file not found", "missing.gin"]),
+    ("build_components.seed = = 3\n", (), ["bad gin config"]),
+    ("include 'dqn_cartpole.gin'\n", ["no_such_thing.rate = 3"], ["no_such_thing"]),
+    ("include 'dqn_cartpole.gin'\n", ["dqn_agent.learning_rat = 3"], ["learning_rat"]),
+    (
+      "include 'dqn_cartpole.gin'\n",
+      ["gymnasium_env.env_id = 'CartPole-v9'"],
+      ["CartPole-v9", "CartPole-v1"],
+    ),
+    (
+      "include 'dqn_cartpole.gin'\n",
+      ["gymnasium_env.env_id = 'Pendulum-v1'"],
+      ["DqnAgent", "Pendulum-v1", "discrete"],
+    ),
+  ],
+  ids=["missing-file", "syntax", "unknown-configurable", "unknown-parameter", "unknown-env", "action-space"],
+)
+def test_bad_input_is_one_line_and_creates_nothing(tmp_path, gin_text, bindings, needles):
+  gin_file = tmp_path / "missing.gin"
+  if gin_text is not None:
+    gin_file = REPO / "gin" / f"_test_{tmp_path.name}.gin"
+    gin_file.write_text(gin_text)
+  root = tmp_path / "run"
+  try:
+    result = run_train(root, gin_file=str(gin_file), bindings=bindings, toy=False)
+  finally:
+    if gin_text is not None:
+      gin_file.unlink()
+  _assert_refused(result, *needles)
+  assert not root.exists()
+
+
+def test_existing_run_is_never_damaged_by_bad_input(toy_run):
+  before = _snapshot(toy_run)
+  cases = [
+    (["gymnasium_env.env_id = 'CartPole-v9'"], "CartPole-v9"),
+    (["q_network.fc_layer_params = (32,)"], "different config"),
+  ]
+  for bindings, needle in cases:
+    _assert_refused(run_train(toy_run, bindings=bindings), needle)
+  assert _snapshot(toy_run) == before
+
+
+def test_foreign_or_unwritable_root_dir_is_refused(tmp_path):
+  foreign = tmp_path / "foreign"
+  foreign.mkdir()
+  (foreign / "thesis.tex").write_text("precious")
+  _assert_refused(run_train(foreign), "not empty")
+  assert [p.name for p in foreign.iterdir()] == ["thesis.tex"]
+  a_file = tmp_path / "notes.txt"
+  a_file.write_text("x")
+  _assert_refused(run_train(a_file / "run"), "cannot create --root_dir")
+
+
+def _start(root, bindings):
+  return subprocess.Popen(
+    train_command(root, bindings=bindings),
+    cwd=REPO,
+    env=cli_env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+
+
+def _wait_for(predicate, timeout=180):
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if predicate():
+      return True
+    time.sleep(0.2)
+  return False
+
+
+LONG = ["run_experiment.num_env_steps = 4000", "run_experiment.checkpoint_interval = 200"]
+
+
+def test_sigkill_then_relaunch_resumes_from_the_last_checkpoint(tmp_path):
+  root = tmp_path / "run"
+  process = _start(root, LONG)
+  try:
+    assert _wait_for(lambda: len(list((root / rf.CHECKPOINTS).glob("ckpt-*.index"))) >= 2)
+  finally:
+    process.kill()
+    process.wait()
+  killed_at = rf.RunFolder(root).read_metrics()[-1]["env_steps"]
+  result = run_train(root, bindings=LONG)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "Resuming" in result.stderr
+  steps = [r["env_steps"] for r in rf.RunFolder(root).read_metrics()]
+  assert steps == sorted(set(steps)), "counters must stay monotonic across the kill"
+  assert steps[-1] >= 4000
+  assert steps[0] < killed_at  # the records before the kill were kept
+  assert (root / rf.COMMAND).read_text().count("pipelines.train") == 2
+
+
+def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+  root = tmp_path / "run"
+  process = _start(root, LONG)
+  try:
+    assert _wait_for(lambda: len(rf.RunFolder(root).read_metrics()) >= 2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+  finally:
+    process.kill()
+  assert process.returncode == 128 + signal.SIGINT, stderr[-2000:]
+  assert "checkpoint saved" in stderr
+  last = rf.RunFolder(root).read_metrics()[-1]["env_steps"]
+  newest = max(int(p.stem.split("-")[1]) for p in (root / rf.CHECKPOINTS).glob("ckpt-*.index"))
+  assert newest >= last and newest < 4000
+
+
+def test_second_process_on_a_live_run_is_refused(tmp_path):
+  root = tmp_path / "run"
+  first = _start(root, LONG)
+  try:
+    assert _wait_for(lambda: (root / rf.METRICS).exists())
+    second = run_train(root, bindings=LONG)
+    _assert_refused(second, "in use by another running process")
+    stdout, stderr = first.communicate(timeout=300)
+  finally:
+    first.kill()
+  assert first.returncode == 0, stderr[-3000:]
+  assert rf.RunFolder(root).read_metrics()[-1]["env_steps"] >= 4000
+
+
+def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
+  root = tmp_path / "run"
+  result = run_train(root, bindings=["dqn_agent.reward_scale_factor = 1e999"])  # inf rewards
+  _assert_refused(result, "loss became")
+  assert not list((root / rf.CHECKPOINTS).glob("ckpt-*.index"))

@@ -1,0 +1,61 @@
+"""The real entry points at toy scale: every run-folder artefact, then evaluation."""
+
+import json
+
+from conftest import run_module
+
+from pipelines import run_folder as rf
+
+REQUIRED_METRICS = {
+  "env_steps",
+  "train_steps",
+  "wall_seconds",
+  "eval_seconds",
+  "average_return",
+  "return_std",
+  "average_episode_length",
+  "num_episodes",
+}
+
+
+def test_run_folder_holds_every_artefact(toy_run):
+  for name in (rf.OPERATIVE_CONFIG, rf.COMMAND, rf.RUN_INFO, rf.METRICS, rf.LEARNING_CURVE):
+    assert (toy_run / name).is_file(), name
+  assert "build_components.agent_fn = @dqn_agent" in (toy_run / rf.OPERATIVE_CONFIG).read_text()
+  assert "--gin_file=gin/dqn_cartpole.gin" in (toy_run / rf.COMMAND).read_text()
+  info = json.loads((toy_run / rf.RUN_INFO).read_text())
+  assert info["seed"] == 0 and info["versions"]["tf-agents"] == "0.19.0"
+  assert (toy_run / rf.CHECKPOINTS / "checkpoint").is_file()
+  assert (toy_run / rf.POLICY / "saved_model.pb").is_file()
+  assert any((toy_run / rf.TRAIN_SUMMARIES).glob("events.out.tfevents.*"))
+  assert any((toy_run / rf.EVAL_SUMMARIES).glob("events.out.tfevents.*"))
+  assert (toy_run / rf.LEARNING_CURVE).read_bytes()[:4] == b"\x89PNG"
+
+  records = rf.RunFolder(toy_run).read_metrics()
+  assert len(records) >= 3  # every 100 env steps up to 400
+  for record in records:
+    assert REQUIRED_METRICS <= set(record)
+    assert record["num_episodes"] == 2
+    assert 0 <= record["eval_seconds"] <= record["wall_seconds"]
+  steps = [r["env_steps"] for r in records]
+  assert steps == sorted(steps) and steps[-1] >= 400
+
+
+def test_evaluate_prints_one_json_line_for_greedy_and_random(toy_run):
+  for policy in ("greedy", "random"):
+    result = run_module(
+      "pipelines.evaluate", f"--root_dir={toy_run}", "--num_episodes=3", f"--policy={policy}"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1
+    summary = json.loads(lines[0])
+    assert summary["policy"] == policy and summary["num_episodes"] == 3
+    assert summary["min_return"] <= summary["average_return"] <= summary["max_return"]
+    assert summary["min_return"] >= 8  # CartPole cannot end sooner
+
+
+def test_evaluate_refuses_a_folder_without_a_run(tmp_path):
+  result = run_module("pipelines.evaluate", f"--root_dir={tmp_path}")
+  assert result.returncode == 2
+  assert "holds no run" in result.stderr.strip().splitlines()[-1]

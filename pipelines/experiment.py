@@ -118,7 +118,8 @@ def build_components(
       tf_env.time_step_spec(), tf_env.action_spec(), train_step, metrics.env_steps.environment_steps
     )
   except ActionSpaceError as e:
-    raise PipelineError(f"{e} of environment {getattr(collect_env, 'name', '?')}") from None
+    reason = str(e).strip().splitlines()[0]  # gin appends where the call came from
+    raise PipelineError(f"{reason}, in environment {getattr(collect_env, 'name', '?')}") from None
   return Components(
     collect_env=collect_env,
     eval_env=eval_env,

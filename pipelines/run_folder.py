@@ -132,8 +132,8 @@ class RunFolder:
 
   def write_metadata(self, operative_config: str, seed: int, argv: Iterable[str] | None = None) -> None:
     """Writes the config, the command line and the versions; kept from the first launch."""
-    argv = list(sys.argv if argv is None else argv)
-    command = shlex.join([Path(sys.executable).name, *argv]) + "\n"
+    argv = list(sys.orig_argv if argv is None else argv)  # as typed: `python -m pipelines.train ...`
+    command = shlex.join(argv) + "\n"
     if not self.path(OPERATIVE_CONFIG).exists():
       atomic_write_text(self.path(OPERATIVE_CONFIG), operative_config)
     with open(self.path(COMMAND), "a") as f:  # one line per launch, resumes included

@@ -68,9 +68,9 @@ def time_to_solve(agent: str, seed: int, budget: int) -> dict:
 
 def loop_throughput(eager: bool, iterations: int) -> float:
   """Env steps/s of collect + train with one gradient step per env step."""
-  import gin
   import tensorflow as tf
 
+  import gin
   from pipelines import cli, configurables
 
   gin.clear_config()

@@ -3,9 +3,10 @@
 import json
 
 import pytest
-from conftest import run_train
 
 from pipelines import run_folder as rf
+
+from conftest import run_train
 
 
 @pytest.mark.learning

@@ -2,9 +2,9 @@
 
 import json
 
-from conftest import run_module
-
 from pipelines import run_folder as rf
+
+from conftest import run_module
 
 REQUIRED_METRICS = {
   "env_steps",

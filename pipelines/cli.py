@@ -79,3 +79,6 @@ def main_with_errors(main: Callable[[], int | None], program: str) -> int:
   except USER_ERRORS as e:
     print(f"{program}: error: {first_line(e)}", file=sys.stderr)
     return 2
+  except KeyboardInterrupt:  # before the loop took over the signal: nothing to save yet
+    print(f"{program}: interrupted", file=sys.stderr)
+    return 130

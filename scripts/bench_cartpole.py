@@ -66,7 +66,7 @@ def time_to_solve(agent: str, seed: int, budget: int) -> dict:
   }
 
 
-def loop_throughput(eager: bool, iterations: int) -> float:
+def loop_throughput(eager: bool, iterations: int, fc_layer_params: tuple[int, ...]) -> float:
   """Env steps/s of collect + train with one gradient step per env step."""
   import tensorflow as tf
 
@@ -132,11 +132,13 @@ def main() -> None:
 
     cli.quiet_libraries()
     print("== DQN collect + train throughput, 1 gradient step (batch 64) per env step, 8 copies")
-    graph = loop_throughput(eager=False, iterations=500)
-    eager = loop_throughput(eager=True, iterations=25)
-    print(f"tf.function: {graph:.0f} env steps/s")
-    print(f"eager:       {eager:.0f} env steps/s")
-    print(f"tf.function / eager speed-up: {graph / eager:.1f}x")
+    for layers in ((64, 64), (256, 256)):
+      graph = loop_throughput(eager=False, iterations=500, fc_layer_params=layers)
+      eager = loop_throughput(eager=True, iterations=25, fc_layer_params=layers)
+      print(
+        f"Q-network {layers}: tf.function {graph:.0f} env steps/s, eager {eager:.0f} env steps/s, "
+        f"tf.function / eager = {graph / eager:.1f}x"
+      )
 
 
 if __name__ == "__main__":

@@ -157,6 +157,8 @@ def run_experiment(
   try:
     folder.write_metadata(operative_config, parts.seed)
     loop = _Loop(folder, parts)
+    with loop.train_writer.as_default(step=0):  # TensorBoard's text tab shows the config
+      tf.summary.text("operative_config", "```\n" + operative_config + "\n```")
     return loop.run(num_env_steps, eval_interval, checkpoint_interval, policy_export_interval, target_return)
   finally:
     folder.unlock()

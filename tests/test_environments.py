@@ -99,3 +99,18 @@ def test_rgb_array_rendering():
 def test_unknown_environment_suggests_nearest_ids():
   with pytest.raises(PipelineError, match="CartPole-v1"):
     environments.check_env_id("CartPole-v9")
+
+
+def test_worker_processes_match_in_process_copies():
+  make = lambda parallel: environments.make_environment(  # noqa: E731
+    lambda: gym.make("CartPole-v1"), num_envs=2, parallel=parallel, seed=3
+  )
+  in_process, workers = make(False), make(True)
+  try:
+    np.testing.assert_array_equal(in_process.reset().observation, workers.reset().observation)
+    for _ in range(30):
+      a, b = in_process.step(np.array([0, 1])), workers.step(np.array([0, 1]))
+      np.testing.assert_array_equal(a.observation, b.observation)
+      np.testing.assert_array_equal(a.step_type, b.step_type)
+  finally:
+    workers.close()

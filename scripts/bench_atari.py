@@ -123,10 +123,11 @@ def bench_memory(capacity: int, save_restore: bool) -> None:
   fill = time.perf_counter() - start
   after = rss_gb()
   print(
-    f"(d) replay of {capacity:,} transitions: RSS {after:.2f} GB for the process, "
-    f"{after - before:.2f} GB added by the buffer (frames {store._frames.nbytes / 2**30:.2f} GiB); "
-    f"naive 4-frame stacks would take {capacity * 4 * 84 * 84 * 2 / 2**30:.1f} GiB (obs + next obs) "
-    f"[filled in {fill:.0f} s]; target <= 8 GB"
+    f"(d) replay of {capacity:,} transitions: process RSS {after:.2f} GiB, of which {after - before:.2f} GiB "
+    f"({(after - before) * 2**30 / 1e9:.2f} GB) added by the buffer (frames alone "
+    f"{store._frames.nbytes / 2**30:.2f} GiB); one (4, 84, 84) stack per transition would take "
+    f"{capacity * 4 * 84 * 84 / 2**30:.1f} GiB [filled in {fill:.0f} s]; target <= 8 GB",
+    flush=True,
   )
   if save_restore:
     folder = Path(tempfile.mkdtemp(dir=REPO / "runs")) / "replay"

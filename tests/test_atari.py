@@ -16,7 +16,8 @@ from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
 
-from pipelines import atari, environments, replay
+import gin
+from pipelines import atari, cli, configurables, environments, replay  # noqa: F401 (configurables)
 from pipelines import run_folder as rf
 
 from conftest import REPO, cli_env, train_command
@@ -207,3 +208,18 @@ def test_toy_breakout_run_is_killed_and_resumes_with_its_replay(tmp_path):
   assert records[-1]["frames"] == 1_600
   train = rf.RunFolder(root).read_metrics(rf.TRAIN_METRICS)
   assert [r["env_steps"] for r in train] == sorted(r["env_steps"] for r in train)
+
+
+def test_another_game_is_one_binding():
+  gin.clear_config()
+  try:
+    cli.parse_gin(["gin/dqn_breakout_nature.gin"], ["GAME = 'Pong'"])
+    with gin.config_scope("collect"):
+      env = atari.atari_env()
+      fast = atari.atari_vector_env(num_envs=1)
+    assert env.spec.id == "ALE/Pong-v5" and env.action_space.n == 6
+    assert fast.single_action_space.n == 6
+    env.close()
+    fast.close()
+  finally:
+    gin.clear_config()

@@ -46,9 +46,13 @@ class FireOnReset(gym.Wrapper):
   gymnasium ships no such wrapper; this matches ale-py's `use_fire_reset` in its vector env.
   """
 
+  def __init__(self, env: gym.Env):
+    super().__init__(env)
+    self._fire = env.unwrapped.get_action_meanings().index("FIRE")
+
   def reset(self, **kwargs):
     observation, info = self.env.reset(**kwargs)
-    observation, _, terminated, truncated, info = self.env.step(1)  # 1 is FIRE when present
+    observation, _, terminated, truncated, info = self.env.step(self._fire)
     if terminated or truncated:  # never in practice; keep the contract of reset()
       observation, info = self.env.reset(**kwargs)
     return observation, info

@@ -43,12 +43,14 @@ def require_discrete_actions(action_spec: tensor_spec.BoundedTensorSpec, agent: 
 
 @gin.configurable
 def linear_schedule(
-  counter: tf.Variable, start: float = 1.0, end: float = 0.05, duration: int = 10_000
+  counter: tf.Variable, start: float = 1.0, end: float = 0.05, duration: int = 10_000, delay: int = 0
 ) -> Callable[[], tf.Tensor]:
-  """A value moving linearly from `start` to `end` over `duration` counts of `counter`."""
+  """A value moving linearly from `start` to `end` over `duration` counts of `counter`,
+  starting after `delay` counts (e.g. the random steps before learning starts)."""
 
   def value() -> tf.Tensor:
-    fraction = tf.minimum(tf.cast(counter, tf.float32) / float(max(duration, 1)), 1.0)
+    elapsed = tf.maximum(tf.cast(counter, tf.float32) - float(delay), 0.0)
+    fraction = tf.minimum(elapsed / float(max(duration, 1)), 1.0)
     return start + fraction * (end - start)
 
   return value

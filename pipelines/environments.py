@@ -127,6 +127,7 @@ class VectorEnvironment(py_environment.PyEnvironment):
     self._observation_spec = space_to_spec(env.single_observation_space, "observation")
     self._action_spec = space_to_spec(env.single_action_space, "action")
     self._ended = np.zeros(self._num_envs, dtype=bool)
+    self._game_returns: list[float] = []
     if seed is not None:
       env.action_space.seed(seed)
 
@@ -162,7 +163,9 @@ class VectorEnvironment(py_environment.PyEnvironment):
 
   def _step(self, action) -> ts.TimeStep:
     action = np.asarray(action, dtype=self._action_spec.dtype)
-    observation, reward, terminated, truncated, _ = self._env.step(action)
+    observation, reward, terminated, truncated, info = self._env.step(action)
+    if "_episode" in info:  # gymnasium's RecordEpisodeStatistics convention
+      self._game_returns.extend(np.asarray(info["episode"]["r"])[info["_episode"]].tolist())
     step_type, discount = _step_fields(terminated, truncated, self._discount)
     restarted = self._ended  # these copies were reset by this call
     step_type[restarted] = _FIRST
@@ -170,6 +173,15 @@ class VectorEnvironment(py_environment.PyEnvironment):
     reward = np.where(restarted, np.float32(0.0), reward).astype(np.float32)
     self._ended = step_type == _LAST
     return ts.TimeStep(step_type, reward, discount, np.asarray(observation, self._observation_spec.dtype))
+
+  def pop_game_returns(self) -> list[float]:
+    """Scores of the games finished since the last call, as the environment reported them.
+
+    An Atari training episode ends at a life loss with clipped rewards; its wrappers report
+    each whole game's unclipped score in `info["episode"]["r"]` (empty for other envs).
+    """
+    returns, self._game_returns = self._game_returns, []
+    return returns
 
   def render(self, mode: str = "rgb_array"):
     frames = self._env.render()
@@ -206,9 +218,12 @@ def make_environment(
   num_envs: int = 1,
   parallel: bool = False,
   seed: int = 0,
+  vector_env_fn: Callable[..., gym.vector.VectorEnv] | None = None,
 ) -> py_environment.PyEnvironment:
   """`num_envs` copies of `env_fn` as one batched environment; copy i gets seed `seed + i`.
 
+  vector_env_fn: an already vectorised environment, `vector_env_fn(num_envs=...)`, used
+    instead of `env_fn` (e.g. `@atari_vector_env`, ale-py's C++ batch).
   parallel: run each copy in its own process (gymnasium `AsyncVectorEnv`), worth it
     when a step costs more than the inter-process round trip (Atari, not CartPole).
   Collection and evaluation bind their own values through the `collect/` and `eval/`
@@ -216,6 +231,9 @@ def make_environment(
   """
   if num_envs < 1:
     raise PipelineError(f"make_environment.num_envs must be >= 1, got {num_envs}")
+  if vector_env_fn is not None:
+    vector_env = vector_env_fn(num_envs=num_envs)
+    return VectorEnvironment(vector_env, seed=seed, name=getattr(vector_env_fn, "__name__", ""))
   scope = gin.current_scope_str()
 
   def make() -> gym.Env:  # gin scope re-entered: AsyncVectorEnv calls this in a child

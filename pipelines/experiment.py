@@ -142,11 +142,17 @@ def run_experiment(
   checkpoint_interval: int = 10_000,
   policy_export_interval: int = 10_000,
   target_return: float | None = None,
+  frames_per_env_step: int | None = None,
+  log_interval: int | None = None,
 ) -> dict:
   """Trains and evaluates one agent; returns the final evaluation summary.
 
   num_env_steps: training budget in env steps. *_interval: env steps between events.
   target_return: stop early once an evaluation mean reaches it (None: use the budget).
+  frames_per_env_step: emulator frames per env step (Atari: 4); when set, metrics records
+    get a `frames` field and TensorBoard plots returns against frames too.
+  log_interval: env steps between training records (train_metrics.jsonl: whole-game
+    training returns, speed); None: none.
   """
   folder = rf.RunFolder(root_dir)
   folder.check_usable()
@@ -156,10 +162,12 @@ def run_experiment(
   folder.lock()
   try:
     folder.write_metadata(operative_config, parts.seed)
-    loop = _Loop(folder, parts)
+    loop = _Loop(folder, parts, frames_per_env_step)
     with loop.train_writer.as_default(step=0):  # TensorBoard's text tab shows the config
       tf.summary.text("operative_config", "```\n" + operative_config + "\n```")
-    return loop.run(num_env_steps, eval_interval, checkpoint_interval, policy_export_interval, target_return)
+    return loop.run(
+      num_env_steps, eval_interval, checkpoint_interval, policy_export_interval, target_return, log_interval
+    )
   finally:
     folder.unlock()
     parts.close()
@@ -168,8 +176,13 @@ def run_experiment(
 class _Loop:
   """The phases of one run: restore, train chunks, triggered events, finish."""
 
-  def __init__(self, folder: rf.RunFolder, parts: Components):
+  def __init__(self, folder: rf.RunFolder, parts: Components, frames_per_env_step: int | None = None):
     self.folder = folder
+    self.collect_env = parts.collect_env
+    self.frames_per_env_step = frames_per_env_step
+    # Whole games finished since the last record of metrics.jsonl / train_metrics.jsonl.
+    self.game_returns: list[float] = []
+    self.logged_game_returns: list[float] = []
     self.agent = agent = parts.agent
     self.trainer = trainer = parts.trainer
     self.evaluator = parts.evaluator
@@ -199,9 +212,12 @@ class _Loop:
   def _elapsed(self) -> float:
     return float(self.wall_seconds) + time.perf_counter() - self._clock_start
 
-  def run(self, num_env_steps, eval_interval, checkpoint_interval, export_interval, target_return):
+  def run(
+    self, num_env_steps, eval_interval, checkpoint_interval, export_interval, target_return, log_interval
+  ):
     restored = self.checkpointer.restore()
     self.folder.truncate_metrics(self.env_steps)
+    self.folder.truncate_metrics(self.env_steps, rf.TRAIN_METRICS)
     if restored:
       print(f"Resuming {self.folder.root} at {self.env_steps} env steps", file=sys.stderr)
     records = self.folder.read_metrics()
@@ -214,7 +230,9 @@ class _Loop:
       "eval": IntervalTrigger(eval_interval, self.env_steps),
       "checkpoint": IntervalTrigger(checkpoint_interval, self.env_steps),
       "export": IntervalTrigger(export_interval, self.env_steps),
+      "log": IntervalTrigger(log_interval, self.env_steps),
     }
+    self._log_start = (self.env_steps, self._elapsed())
     per_iteration = self.trainer.env_steps_per_iteration
     reached = (
       self.last_eval is not None
@@ -237,6 +255,7 @@ class _Loop:
             f"saving, the last good checkpoint in {self.folder.path(rf.CHECKPOINTS)} is kept"
           )
         self._train_summaries(loss)
+        self._game_summaries()
         step = self.env_steps
         bar.update(step - before)
         if triggers["eval"].due(step):
@@ -244,6 +263,9 @@ class _Loop:
           self._evaluate()
           bar.set_postfix(eval_return=f"{self.last_eval['average_return']:.1f}")
           reached = target_return is not None and self.last_eval["average_return"] >= target_return
+        if triggers["log"].due(step):
+          triggers["log"].fire(step)
+          self._log()
         if triggers["checkpoint"].due(step):
           triggers["checkpoint"].fire(step)
           self._save()
@@ -272,20 +294,63 @@ class _Loop:
       for metric in vars(self.metrics).values():
         metric.tf_summaries(train_step=self.train_step, step_metrics=[self.metrics.env_steps])
 
+  def _game_summaries(self) -> None:
+    """Whole-game training scores the environment reported (Atari: unclipped, all lives)."""
+    games = self.collect_env.pop_game_returns()
+    if not games:
+      return
+    self.game_returns.extend(games)
+    self.logged_game_returns.extend(games)
+    with self.train_writer.as_default(step=self.env_steps):
+      tf.summary.scalar("charts/train_game_return", float(np.mean(games)))
+    if self.frames_per_env_step:
+      with self.train_writer.as_default(step=self.env_steps * self.frames_per_env_step):
+        tf.summary.scalar("frames/train_game_return", float(np.mean(games)))
+
+  def _frames(self) -> dict:
+    return {"frames": self.env_steps * self.frames_per_env_step} if self.frames_per_env_step else {}
+
+  def _log(self) -> None:
+    """One training record: whole-game returns finished since the last one, and speed."""
+    games, self.logged_game_returns = self.logged_game_returns, []
+    steps, seconds = self._log_start
+    self._log_start = (self.env_steps, self._elapsed())
+    self.folder.append_metrics(
+      {
+        "env_steps": self.env_steps,
+        **self._frames(),
+        "train_steps": int(self.train_step),
+        "wall_seconds": round(self._elapsed(), 3),
+        "train_game_return": float(np.mean(games)) if games else None,
+        "train_games": len(games),
+        "env_steps_per_second": round((self.env_steps - steps) / max(self._elapsed() - seconds, 1e-9), 2),
+      },
+      rf.TRAIN_METRICS,
+    )
+
   def _evaluate(self) -> dict:
     result = self.evaluator(self.eval_env, self.agent.policy)
     self.eval_seconds.assign_add(result.seconds)
+    frames = self._frames()
+    games, self.game_returns = self.game_returns, []
     record = {
       "env_steps": self.env_steps,
+      **frames,
       "train_steps": int(self.train_step),
       "wall_seconds": round(self._elapsed(), 3),
       "eval_seconds": round(float(self.eval_seconds), 3),
       **result.summary(),
+      # Training games finished since the previous record (None when none finished).
+      "train_game_return": float(np.mean(games)) if games else None,
+      "train_games": len(games),
     }
     self.folder.append_metrics(record)
     with self.eval_writer.as_default(step=self.env_steps):
       for key in ("average_return", "return_std", "average_episode_length"):
         tf.summary.scalar(f"eval/{key}", record[key])
+    if frames:
+      with self.eval_writer.as_default(step=frames["frames"]):
+        tf.summary.scalar("frames/average_return", record["average_return"])
     self.last_eval = record
     return record
 
@@ -299,7 +364,8 @@ class _Loop:
       self._evaluate()
     self._save()
     self.policy_exporter.export()
-    plots.learning_curve(self.folder.read_metrics(), self.folder.path(rf.LEARNING_CURVE))
+    x_key = "frames" if self.frames_per_env_step else "env_steps"
+    plots.learning_curve(self.folder.read_metrics(), self.folder.path(rf.LEARNING_CURVE), x_key=x_key)
     for writer in (self.train_writer, self.eval_writer):
       writer.flush()
     return self.last_eval

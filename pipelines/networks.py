@@ -17,11 +17,18 @@ from tf_agents.specs import tensor_spec
 import gin
 
 
-def _scale_uint8(observation_spec) -> tf.keras.layers.Layer | None:
-  """uint8 frames are stored as uint8 and divided by 255 inside the network."""
-  if observation_spec.dtype == tf.uint8:
-    return tf.keras.layers.Lambda(lambda x: tf.cast(x, tf.float32) / 255.0)
-  return None
+def _preprocessing(observation_spec, channels_first: bool) -> tf.keras.layers.Layer | None:
+  """uint8 frames are stored as uint8 and divided by 255 inside the network; frame stacks
+  arrive (stack, height, width) from the Atari environments and Conv2D wants channels last."""
+  scale = observation_spec.dtype == tf.uint8
+  if not scale and not channels_first:
+    return None
+
+  def preprocess(x):
+    x = tf.cast(x, tf.float32) / 255.0 if scale else x
+    return tf.transpose(x, [0, 2, 3, 1]) if channels_first else x
+
+  return tf.keras.layers.Lambda(preprocess)
 
 
 @gin.configurable
@@ -30,12 +37,16 @@ def q_network(
   action_spec: tensor_spec.BoundedTensorSpec,
   fc_layer_params: Sequence[int] = (64, 64),
   conv_layer_params: Sequence[tuple[int, int, int]] | None = None,
+  channels_first: bool = False,
 ) -> tfa_q_network.QNetwork:
-  """A Q-network: optional conv layers (filters, kernel, stride), then dense layers."""
+  """A Q-network: optional conv layers (filters, kernel, stride), then dense layers.
+
+  channels_first: observations are (channels, height, width), e.g. stacked Atari frames.
+  """
   return tfa_q_network.QNetwork(
     observation_spec,
     action_spec,
-    preprocessing_layers=_scale_uint8(observation_spec),
+    preprocessing_layers=_preprocessing(observation_spec, channels_first),
     conv_layer_params=conv_layer_params,
     fc_layer_params=fc_layer_params,
   )

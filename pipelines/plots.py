@@ -36,3 +36,45 @@ def learning_curve(
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
+
+
+def atari_training_curve(
+  records: Sequence[dict],
+  path: str | Path,
+  reference: Sequence[dict] = (),
+  reference_label: str = "Dopamine DQN (5 runs, mean and min-max)",
+  random_score: float | None = None,
+  title: str = "",
+) -> None:
+  """Whole-game training return against frames (millions), beside a published reference.
+
+  records: train_metrics.jsonl records (`frames`, `train_game_return`, `train_games`);
+  reference: rows with `frames_end_M`, `mean_train_return_5runs`, `min`, `max` (Dopamine's
+  per-iteration means, each over the 1M frames ending there).
+  """
+  rows = [r for r in records if r.get("train_games")]
+  fig, ax = plt.subplots(figsize=(7, 4))
+  if rows:
+    x = np.array([r["frames"] for r in rows]) / 1e6
+    y = np.array([r["train_game_return"] for r in rows])
+    ax.plot(x, y, ".-", label="this pipeline (games finished in each log interval)")
+  if reference:
+    ref_x = np.array([float(r["frames_end_M"]) for r in reference])
+    limit = max(2.0, (x.max() if rows else 0) * 1.5 + 1)
+    keep = ref_x <= limit
+    ref_y = np.array([float(r["mean_train_return_5runs"]) for r in reference])[keep]
+    low = np.array([float(r["min"]) for r in reference])[keep]
+    high = np.array([float(r["max"]) for r in reference])[keep]
+    ax.plot(ref_x[keep], ref_y, "s-", color="tab:gray", label=reference_label)
+    ax.fill_between(ref_x[keep], low, high, color="tab:gray", alpha=0.2)
+  if random_score is not None:
+    ax.axhline(random_score, color="tab:red", ls="--", lw=1, label=f"random play ({random_score})")
+  ax.set_xlabel("frames (millions; 1 agent step = 4 frames)")
+  ax.set_ylabel("training game return (unclipped, all lives)")
+  ax.set_title(title)
+  ax.set_xlim(left=0)
+  ax.grid(alpha=0.3)
+  ax.legend(loc="upper left", fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)

@@ -27,6 +27,7 @@ OPERATIVE_CONFIG = "operative_config.gin"
 COMMAND = "command.txt"
 RUN_INFO = "run.json"
 METRICS = "metrics.jsonl"
+TRAIN_METRICS = "train_metrics.jsonl"  # training records between evaluations (Atari games)
 CHECKPOINTS = "checkpoints"
 POLICY = "policy"
 TRAIN_SUMMARIES = "train"
@@ -145,15 +146,15 @@ class RunFolder:
   def read_info(self) -> dict[str, Any]:
     return json.loads(self.path(RUN_INFO).read_text())
 
-  # metrics.jsonl: one JSON object per evaluation.
-  def append_metrics(self, record: dict[str, Any]) -> None:
-    with open(self.path(METRICS), "a") as f:
+  # metrics.jsonl: one JSON object per evaluation (train_metrics.jsonl: per log interval).
+  def append_metrics(self, record: dict[str, Any], name: str = METRICS) -> None:
+    with open(self.path(name), "a") as f:
       f.write(json.dumps(record) + "\n")
       f.flush()
       os.fsync(f.fileno())
 
-  def read_metrics(self) -> list[dict[str, Any]]:
-    path = self.path(METRICS)
+  def read_metrics(self, name: str = METRICS) -> list[dict[str, Any]]:
+    path = self.path(name)
     if not path.exists():
       return []
     records = []
@@ -164,9 +165,9 @@ class RunFolder:
         continue
     return records
 
-  def truncate_metrics(self, env_steps: int) -> None:
+  def truncate_metrics(self, env_steps: int, name: str = METRICS) -> None:
     """Drops records past a restored checkpoint so the counters stay monotonic."""
-    records = self.read_metrics()
+    records = self.read_metrics(name)
     kept = [r for r in records if r["env_steps"] <= env_steps]
     if len(kept) != len(records):
-      atomic_write_text(self.path(METRICS), "".join(json.dumps(r) + "\n" for r in kept))
+      atomic_write_text(self.path(name), "".join(json.dumps(r) + "\n" for r in kept))

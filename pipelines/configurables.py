@@ -1,3 +1,3 @@
 """Imports every module that registers gin configurables, so any gin file can name them."""
 
-from pipelines import agents, environments, evaluation, experiment, learning, networks, replay  # noqa: F401
+from pipelines import agents, collection, environments, evaluation, experiment, learning, networks, replay  # noqa: F401

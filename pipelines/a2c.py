@@ -88,7 +88,8 @@ class A2CAgent(tf_agent.TFAgent):
     count = tf.maximum(tf.reduce_sum(valid), 1.0)
     variables = self._actor_net.trainable_weights + self._value_net.trainable_weights
     with tf.GradientTape() as tape:
-      values, _ = self._value_net(experience.observation, step_type=experience.step_type, training=True)
+      inputs = dict(step_type=experience.step_type, network_state=(), training=True)
+      values, _ = self._value_net(experience.observation, **inputs)
       bootstrap = tf.stop_gradient(values)
       # At a boundary step the reward stands in for V(s_last) and the discount cuts the sum.
       rewards = tf.where(boundary, bootstrap, experience.reward)
@@ -97,7 +98,7 @@ class A2CAgent(tf_agent.TFAgent):
         rewards[:, :-1], discounts[:, :-1], final_value=bootstrap[:, -1], time_major=False
       )
       advantages = tf.stop_gradient(returns - values[:, :-1])
-      distribution, _ = self._actor_net(experience.observation, step_type=experience.step_type, training=True)
+      distribution, _ = self._actor_net(experience.observation, **inputs)
       log_prob = common.log_probability(distribution, experience.action, self.action_spec)[:, :-1]
       entropy = common.entropy(distribution, self.action_spec)[:, :-1]
       policy_loss = -tf.reduce_sum(log_prob * advantages * valid) / count

@@ -74,3 +74,30 @@ def test_discrete_agent_on_pendulum_is_refused_at_start_up(tmp_path, gin_file, b
   for needle in (agent, "discrete", "Pendulum-v1"):
     assert needle in lines[-1], lines[-1]
   assert not root.exists()  # refused before any work
+
+
+def test_on_policy_trainer_collects_trains_and_clears():
+  import gin
+  from pipelines import cli, configurables
+
+  gin.clear_config()
+  try:
+    cli.parse_gin(
+      ["gin/ppo_cartpole.gin"],
+      [
+        "OnPolicyTrainer.collect_per_iteration = 64",
+        "ppo_agent.num_epochs = 3",
+        "ppo_agent.num_minibatches = 2",
+      ],
+    )
+    parts = configurables.experiment.build_components()
+    trainer = parts.trainer
+    assert trainer.env_steps_per_iteration == 64 and trainer.checkpoint_items() == {}
+    trainer.initialize()
+    trainer.run(2)
+    assert int(trainer.replay.num_frames()) == 0  # cleared after training
+    assert int(parts.train_step) == 2 * 3 * 2  # iterations x epochs x minibatches
+    assert int(parts.metrics.env_steps.result()) >= 2 * 64 - 8  # boundary steps are not counted
+    parts.close()
+  finally:
+    gin.clear_config()

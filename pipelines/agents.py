@@ -5,6 +5,11 @@
 Each factory is a gin configurable; an experiment picks one with
 `build_components.agent_fn = @dqn_agent`. `train_step` counts gradient updates and
 `env_step` counts environment steps (the unit of every schedule users write down).
+
+Off-policy (`OffPolicyTrainer`): `dqn_agent` (DQN, or Double DQN with
+`dqn_agent.agent_class = @DdqnAgent`), `c51_agent`. On-policy (`OnPolicyTrainer`):
+`ppo_agent`, `a2c_agent`, `reinforce_agent`. Agents that need discrete actions check the
+action spec first, so a mismatch fails at start-up with one line.
 """
 
 from __future__ import annotations
@@ -13,17 +18,20 @@ from collections.abc import Callable
 
 import tensorflow as tf
 from tf_agents.agents import tf_agent
+from tf_agents.agents.categorical_dqn import categorical_dqn_agent
 from tf_agents.agents.dqn import dqn_agent as tfa_dqn_agent
+from tf_agents.agents.reinforce import reinforce_agent as tfa_reinforce_agent
 from tf_agents.specs import tensor_spec
 from tf_agents.utils import common
 
 import gin
-from pipelines import networks
+from pipelines import a2c, networks, ppo
 from pipelines.errors import PipelineError
 
 gin.external_configurable(tf.keras.optimizers.Adam, module="tf.keras.optimizers")
 gin.external_configurable(tf.keras.optimizers.RMSprop, module="tf.keras.optimizers")
 gin.external_configurable(tf.keras.optimizers.legacy.RMSprop, module="tf.keras.optimizers.legacy")
+# TF-Agents registers its agent classes with gin itself: `dqn_agent.agent_class = @DdqnAgent`.
 gin.external_configurable(common.element_wise_huber_loss, module="tf_agents.common")
 gin.external_configurable(common.element_wise_squared_loss, module="tf_agents.common")
 
@@ -39,6 +47,14 @@ def require_discrete_actions(action_spec: tensor_spec.BoundedTensorSpec, agent: 
       f"{action_spec.dtype.name} of shape {tuple(action_spec.shape)} "
       f"in [{action_spec.minimum}, {action_spec.maximum}]"
     )
+
+
+def _build_optimizer(optimizer: tf.keras.optimizers.Optimizer, *nets) -> None:
+  """Creates the optimizer's slot variables now: created inside the trainer's first
+  tf.function trace, they would make TensorFlow trace the whole loop a second time.
+  (Legacy Keras optimizers have no `build` and keep that cost.)"""
+  if hasattr(optimizer, "build"):
+    optimizer.build([v for net in nets for v in net.trainable_variables])
 
 
 @gin.configurable
@@ -94,4 +110,186 @@ def dqn_agent(
     train_step_counter=train_step,
   )
   agent.initialize()
+  return agent
+
+
+@gin.configurable
+def c51_agent(
+  time_step_spec,
+  action_spec,
+  train_step: tf.Variable,
+  env_step: tf.Variable,
+  network_fn: Callable = networks.categorical_q_network,
+  optimizer: tf.keras.optimizers.Optimizer = gin.REQUIRED,
+  epsilon_schedule: Callable = linear_schedule,
+  min_q_value: float = 0.0,
+  max_q_value: float = 100.0,
+  n_step_update: int = 1,
+  target_update_period: int = 100,
+  target_update_tau: float = 1.0,
+  gamma: float = 0.99,
+  gradient_clipping: float | None = None,
+) -> tf_agent.TFAgent:
+  """C51 (Bellemare et al. 2017): a categorical return distribution on fixed atoms.
+
+  min_q_value, max_q_value: support of the distribution, in return units (CartPole with
+    gamma 0.99: returns lie in [0, 100]).
+  n_step_update: env steps per TD target (the dataset must sample n_step_update + 1 steps).
+  target_update_period: gradient steps between target-network updates.
+  """
+  require_discrete_actions(action_spec, "CategoricalDqnAgent")
+  agent = categorical_dqn_agent.CategoricalDqnAgent(
+    time_step_spec,
+    action_spec,
+    categorical_q_network=network_fn(time_step_spec.observation, action_spec),
+    optimizer=optimizer,
+    min_q_value=min_q_value,
+    max_q_value=max_q_value,
+    n_step_update=n_step_update,
+    epsilon_greedy=epsilon_schedule(env_step),
+    target_update_period=target_update_period,
+    target_update_tau=target_update_tau,
+    gamma=gamma,
+    gradient_clipping=gradient_clipping,
+    train_step_counter=train_step,
+  )
+  agent.initialize()
+  return agent
+
+
+@gin.configurable
+def ppo_agent(
+  time_step_spec,
+  action_spec,
+  train_step: tf.Variable,
+  env_step: tf.Variable,
+  actor_network_fn: Callable = networks.actor_network,
+  value_network_fn: Callable = networks.value_network,
+  optimizer: tf.keras.optimizers.Optimizer = gin.REQUIRED,
+  num_epochs: int = 10,
+  num_minibatches: int = 1,
+  importance_ratio_clipping: float = 0.2,
+  discount_factor: float = 0.99,
+  use_gae: bool = True,
+  lambda_value: float = 0.95,
+  entropy_regularization: float = 0.0,
+  value_pred_loss_coef: float = 0.5,
+  normalize_observations: bool = True,
+  normalize_rewards: bool = True,
+  gradient_clipping: float | None = 0.5,
+) -> tf_agent.TFAgent:
+  """PPO with the clipped surrogate objective (Schulman et al. 2017), `PPOClipAgent`.
+
+  num_epochs: passes over each collected batch; num_minibatches: gradient steps per pass,
+    each on a random 1/num_minibatches of the batch's env steps (`pipelines.ppo`).
+  importance_ratio_clipping: epsilon of the clipped ratio.
+  use_gae, lambda_value: GAE(lambda) advantages; the value target is then the TD(lambda)
+    return, as in OpenAI baselines.
+  normalize_observations, normalize_rewards: the agent's streaming normalisers (their
+    state lives in the agent, so checkpoints carry it).
+  """
+  actor_net = actor_network_fn(time_step_spec.observation, action_spec)
+  value_net = value_network_fn(time_step_spec.observation)
+  agent = ppo.PPOClipAgent(
+    time_step_spec,
+    action_spec,
+    optimizer=optimizer,
+    actor_net=actor_net,
+    value_net=value_net,
+    num_epochs=num_epochs,
+    num_minibatches=num_minibatches,
+    importance_ratio_clipping=importance_ratio_clipping,
+    discount_factor=discount_factor,
+    use_gae=use_gae,
+    use_td_lambda_return=use_gae,
+    lambda_value=lambda_value,
+    entropy_regularization=entropy_regularization,
+    value_pred_loss_coef=value_pred_loss_coef,
+    normalize_observations=normalize_observations,
+    normalize_rewards=normalize_rewards,
+    gradient_clipping=gradient_clipping,
+    train_step_counter=train_step,
+  )
+  _build_optimizer(optimizer, actor_net, value_net)
+  return agent
+
+
+@gin.configurable
+def a2c_agent(
+  time_step_spec,
+  action_spec,
+  train_step: tf.Variable,
+  env_step: tf.Variable,
+  actor_network_fn: Callable = networks.actor_network,
+  value_network_fn: Callable = networks.value_network,
+  optimizer: tf.keras.optimizers.Optimizer | None = None,
+  gamma: float = 0.99,
+  value_loss_coef: float = 0.5,
+  entropy_coef: float = 0.01,
+  gradient_clipping: float | None = 0.5,
+) -> tf_agent.TFAgent:
+  """A2C (Mnih et al. 2016, synchronous): n-step returns over each collected batch.
+
+  optimizer: None gives A2C's own, RMSprop(7e-4, rho 0.99, epsilon 1e-5) as in OpenAI
+    baselines, so `build_components.agent_fn = @a2c_agent` alone turns a PPO experiment
+    into A2C. gamma: discount per env step. See `pipelines.a2c` for the loss.
+  """
+  actor_net = actor_network_fn(time_step_spec.observation, action_spec)
+  value_net = value_network_fn(time_step_spec.observation)
+  optimizer = optimizer or tf.keras.optimizers.RMSprop(7e-4, rho=0.99, epsilon=1e-5)
+  agent = a2c.A2CAgent(
+    time_step_spec,
+    action_spec,
+    actor_net=actor_net,
+    value_net=value_net,
+    optimizer=optimizer,
+    gamma=gamma,
+    value_loss_coef=value_loss_coef,
+    entropy_coef=entropy_coef,
+    gradient_clipping=gradient_clipping,
+    train_step_counter=train_step,
+  )
+  _build_optimizer(optimizer, actor_net, value_net)
+  return agent
+
+
+@gin.configurable
+def reinforce_agent(
+  time_step_spec,
+  action_spec,
+  train_step: tf.Variable,
+  env_step: tf.Variable,
+  actor_network_fn: Callable = networks.actor_network,
+  value_network_fn: Callable | None = None,
+  optimizer: tf.keras.optimizers.Optimizer = gin.REQUIRED,
+  gamma: float = 0.99,
+  normalize_returns: bool = True,
+  value_estimation_loss_coef: float = 0.2,
+  entropy_regularization: float | None = None,
+  gradient_clipping: float | None = None,
+) -> tf_agent.TFAgent:
+  """REINFORCE (Williams 1992), `ReinforceAgent`: Monte Carlo returns of whole episodes.
+
+  value_network_fn: None for plain REINFORCE; `@value_network` adds a learned baseline
+    (advantage = return - V(s)), trained with weight `value_estimation_loss_coef`.
+  normalize_returns: standardise the returns (or advantages) over each batch.
+  """
+  actor_net = actor_network_fn(time_step_spec.observation, action_spec)
+  value_net = value_network_fn(time_step_spec.observation) if value_network_fn else None
+  agent = tfa_reinforce_agent.ReinforceAgent(
+    time_step_spec,
+    action_spec,
+    actor_network=actor_net,
+    value_network=value_net,
+    optimizer=optimizer,
+    gamma=gamma,
+    normalize_returns=normalize_returns,
+    value_estimation_loss_coef=value_estimation_loss_coef,
+    entropy_regularization=entropy_regularization,
+    gradient_clipping=gradient_clipping,
+    train_step_counter=train_step,
+  )
+  if value_net is not None:
+    value_net.create_variables(time_step_spec.observation)
+  _build_optimizer(optimizer, actor_net, *([value_net] if value_net else []))
   return agent

@@ -15,6 +15,8 @@ import dataclasses
 from tf_agents.drivers import dynamic_episode_driver, dynamic_step_driver
 from tf_agents.metrics import tf_metrics
 
+import gin
+
 
 @dataclasses.dataclass
 class TrainingMetrics:
@@ -39,11 +41,13 @@ class TrainingMetrics:
     return [getattr(self, f.name) for f in dataclasses.fields(self)]
 
 
+@gin.configurable
 def step_driver(tf_env, policy, observers, num_steps: int) -> dynamic_step_driver.DynamicStepDriver:
   """Takes `num_steps` environment steps in all, summed over the batched copies."""
   return dynamic_step_driver.DynamicStepDriver(tf_env, policy, observers=observers, num_steps=num_steps)
 
 
+@gin.configurable
 def episode_driver(
   tf_env, policy, observers, num_episodes: int
 ) -> dynamic_episode_driver.DynamicEpisodeDriver:

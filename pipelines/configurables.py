@@ -1,3 +1,13 @@
 """Imports every module that registers gin configurables, so any gin file can name them."""
 
-from pipelines import agents, atari, environments, evaluation, experiment, learning, networks, replay  # noqa: F401
+from pipelines import (  # noqa: F401
+  agents,
+  atari,
+  collection,
+  environments,
+  evaluation,
+  experiment,
+  learning,
+  networks,
+  replay,
+)

@@ -10,7 +10,7 @@ agents share one loop:
   trainer.initialize()        # e.g. the random initial collect, skipped on resume
   loss = trainer.run(n)       # n iterations of collect + train, one graph call
   trainer.env_steps_per_iteration
-  trainer.checkpoint_items()  # extra state to checkpoint (the replay buffer)
+  trainer.checkpoint_items()  # extra state to checkpoint (the off-policy replay buffer)
 
 Python-level calls into TensorFlow cost ~0.4 ms each on this 2-core machine, so a call
 runs many iterations: the per-step work never returns to Python.
@@ -24,6 +24,7 @@ import tensorflow as tf
 from tf_agents.agents import tf_agent
 from tf_agents.environments import tf_environment
 from tf_agents.policies import random_tf_policy
+from tf_agents.replay_buffers import tf_uniform_replay_buffer
 
 import gin
 from pipelines import collection, replay
@@ -107,6 +108,90 @@ class OffPolicyTrainer:
 
   def run(self, iterations: int) -> float:
     """Runs `iterations` of collect + train in one graph call; returns the last loss."""
+    if self._time_step is None:
+      self._time_step = self._env.reset()
+    self._time_step, self._policy_state, loss = self._run(
+      self._time_step, self._policy_state, tf.constant(iterations)
+    )
+    return float(loss)
+
+
+@gin.configurable
+class OnPolicyTrainer:
+  """Collect a batch with the current policy, train on all of it, discard it (PPO, A2C,
+  REINFORCE), as TF-Agents teaches: a driver fills a `TFUniformReplayBuffer`, then
+  `gather_all()` -> `agent.train` -> `clear()`.
+
+  driver_fn: `collection.step_driver` (a fixed number of env steps: PPO, A2C) or
+    `collection.episode_driver` (whole episodes: REINFORCE), called as
+    `driver_fn(tf_env, policy, observers, collect_per_iteration)`.
+  collect_per_iteration: env steps (step driver) or episodes (episode driver) per
+    iteration, summed over the batched copies.
+  steps_per_env: env steps the buffer holds per copy; None: collect_per_iteration /
+    copies, what a step driver fills. An episode driver needs room for its longest
+    iteration (e.g. episodes per copy x the episode cap); older steps are overwritten.
+  """
+
+  def __init__(
+    self,
+    agent: tf_agent.TFAgent,
+    tf_env: tf_environment.TFEnvironment,
+    observers: Sequence[Callable],
+    driver_fn: Callable = collection.step_driver,
+    collect_per_iteration: int = 2_048,
+    steps_per_env: int | None = None,
+  ):
+    num_envs = tf_env.batch_size or 1
+    by_episodes = driver_fn is collection.episode_driver
+    if by_episodes and steps_per_env is None:
+      raise ValueError("OnPolicyTrainer.steps_per_env must be set for an episode driver")
+    if not by_episodes and collect_per_iteration % num_envs:
+      raise ValueError(
+        f"collect_per_iteration={collect_per_iteration} env steps must be a multiple of "
+        f"the {num_envs} environment copies"
+      )
+    steps_per_env = steps_per_env or collect_per_iteration // num_envs
+    # The loop only uses this to size its graph calls; for episodes it is an upper bound.
+    self.env_steps_per_iteration = steps_per_env * num_envs if by_episodes else collect_per_iteration
+    self._agent = agent
+    self._env = tf_env
+    self.replay = tf_uniform_replay_buffer.TFUniformReplayBuffer(
+      agent.collect_data_spec, batch_size=num_envs, max_length=steps_per_env
+    )
+    self._driver = driver_fn(
+      tf_env, agent.collect_policy, [self.replay.add_batch, *observers], collect_per_iteration
+    )
+    # autograph=False: converting TF-Agents' drivers and PPO's train costs seconds of tracing.
+    self._run = tf.function(self._run_iterations, autograph=False)
+    self._time_step = None
+    self._policy_state = agent.collect_policy.get_initial_state(num_envs)
+
+  def checkpoint_items(self) -> dict:
+    return {}  # the buffer is empty between iterations; normalisers live in the agent
+
+  def initialize(self) -> None:
+    pass
+
+  def _run_iterations(self, time_step, policy_state, iterations):
+    def iteration(i, time_step, policy_state, loss):
+      time_step, policy_state = self._driver.run(time_step, policy_state)
+      # preprocess_sequence: PPO's values, returns and advantages, once per batch.
+      experience = self._agent.preprocess_sequence(self.replay.gather_all())
+      loss = self._agent.train(experience).loss
+      with tf.control_dependencies([loss]):  # clear only after training read the batch
+        cleared = self.replay.clear()
+      with tf.control_dependencies([cleared]):
+        return i + 1, time_step, policy_state, tf.identity(loss)
+
+    _, time_step, policy_state, loss = tf.while_loop(
+      lambda i, *_: i < iterations,
+      iteration,
+      (tf.constant(0), time_step, policy_state, tf.constant(0.0)),
+    )
+    return time_step, policy_state, loss
+
+  def run(self, iterations: int) -> float:
+    """Runs `iterations` of collect + train + clear in one graph call; returns the last loss."""
     if self._time_step is None:
       self._time_step = self._env.reset()
     self._time_step, self._policy_state, loss = self._run(

@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/bench_cartpole.py                  # everything, 3 seeds
     .venv/bin/python scripts/bench_cartpole.py --agents=dqn --seeds=0,1,2 --skip_throughput
+    .venv/bin/python scripts/bench_cartpole.py --pendulum --skip_time_to_solve --skip_throughput
 
 1. Time to solve: each agent's experiment file runs through the real CLI per seed, with
    a 10-episode greedy evaluation every 1,000 env steps, until the first evaluation mean
@@ -10,6 +11,8 @@
 2. Throughput: collect + train env steps/s of the DQN loop in the classic setting of one
    gradient step (batch 64) per env step, measured in-process after warm-up.
 3. Eager vs tf.function: the same loop with `tf.config.run_functions_eagerly(True)`.
+4. (--pendulum) PPO on Pendulum-v1: the 10-episode greedy mean return after its fixed
+   budget (gin/ppo_pendulum.gin: 200k env steps) and the seconds it took.
 
 All figures of one invocation come from the same machine state: compare ratios.
 """
@@ -31,7 +34,13 @@ sys.path.insert(0, str(REPO))
 
 EXPERIMENTS = {
   "dqn": "gin/dqn_cartpole.gin",
+  "ddqn": "gin/ddqn_cartpole.gin",
+  "c51": "gin/c51_cartpole.gin",
+  "ppo": "gin/ppo_cartpole.gin",
+  "a2c": "gin/a2c_cartpole.gin",
+  "reinforce": "gin/reinforce_cartpole.gin",
 }
+PENDULUM = "gin/ppo_pendulum.gin"
 SOLVED = 475.0
 
 
@@ -62,6 +71,31 @@ def time_to_solve(agent: str, seed: int, budget: int) -> dict:
     "env_steps": hit["env_steps"],
     "seconds_incl_eval": hit["wall_seconds"],
     "seconds_excl_eval": round(hit["wall_seconds"] - hit["eval_seconds"], 3),
+    "process_seconds": round(process_seconds, 3),
+  }
+
+
+def pendulum_budget(seed: int) -> dict:
+  """PPO on Pendulum-v1 for its whole budget: final greedy mean return and seconds."""
+  with tempfile.TemporaryDirectory() as tmp:
+    root = Path(tmp) / "run"
+    command = [
+        sys.executable, "-m", "pipelines.train", f"--gin_file={PENDULUM}", f"--root_dir={root}",
+        f"--gin_bindings=build_components.seed = {seed}",
+    ]  # fmt: skip
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    process_seconds = time.perf_counter() - start
+    if result.returncode != 0:
+      raise RuntimeError(result.stderr[-2000:])
+    final = json.loads((root / "metrics.jsonl").read_text().splitlines()[-1])
+  return {
+    "agent": "ppo_pendulum",
+    "seed": seed,
+    "env_steps": final["env_steps"],
+    "average_return": final["average_return"],
+    "seconds_incl_eval": final["wall_seconds"],
+    "seconds_excl_eval": round(final["wall_seconds"] - final["eval_seconds"], 3),
     "process_seconds": round(process_seconds, 3),
   }
 
@@ -108,6 +142,7 @@ def main() -> None:
   parser.add_argument("--budget", type=int, default=100_000, help="env steps before giving up")
   parser.add_argument("--skip_time_to_solve", action="store_true")
   parser.add_argument("--skip_throughput", action="store_true")
+  parser.add_argument("--pendulum", action="store_true", help="also PPO on Pendulum-v1 (first seed)")
   args = parser.parse_args()
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -126,6 +161,10 @@ def main() -> None:
         print(f"{agent}: median over {len(rows)} seeds " + json.dumps(summary))
       else:
         print(f"{agent}: {len(rows) - len(solved)} of {len(rows)} seeds did not reach {SOLVED}")
+
+  if args.pendulum:
+    print("== PPO on Pendulum-v1: 10-episode greedy mean return after the fixed budget")
+    print(json.dumps(pendulum_budget(int(args.seeds.split(",")[0]))))
 
   if not args.skip_throughput:
     from pipelines import cli

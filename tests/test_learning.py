@@ -1,4 +1,8 @@
-"""Learning checks: with a fixed seed the agent really learns (a greedy-return threshold)."""
+"""Learning checks: with a fixed seed the agent really learns (a greedy-return threshold).
+
+Each run stops at its gin file's `run_experiment.target_return` (475 for CartPole-v1),
+so a passing test costs about as long as the agent needs to get there.
+"""
 
 import json
 
@@ -9,12 +13,34 @@ from pipelines import run_folder as rf
 from conftest import run_train
 
 
-@pytest.mark.learning
-def test_dqn_solves_cartpole(tmp_path):
-  root = tmp_path / "dqn"
-  result = run_train(root, gin_file="gin/dqn_cartpole.gin", toy=False)
+def _best_and_final(root, result) -> tuple[float, dict]:
   assert result.returncode == 0, result.stderr[-3000:]
   best = max(r["average_return"] for r in rf.RunFolder(root).read_metrics())
   final = json.loads(result.stdout.split("Final evaluation: ")[1].splitlines()[0])
   assert final["num_episodes"] == 10
+  return best, final
+
+
+@pytest.mark.learning
+def test_dqn_solves_cartpole(tmp_path):
+  root = tmp_path / "dqn"
+  best, _ = _best_and_final(root, run_train(root, gin_file="gin/dqn_cartpole.gin", toy=False))
   assert best >= 475, f"best 10-episode greedy mean {best}"
+
+
+@pytest.mark.learning
+@pytest.mark.parametrize(
+  "gin_file, threshold",
+  [
+    ("gin/ppo_cartpole.gin", 475.0),
+    ("gin/a2c_cartpole.gin", 475.0),
+    ("gin/ddqn_cartpole.gin", 475.0),
+    ("gin/c51_cartpole.gin", 475.0),
+    ("gin/reinforce_cartpole.gin", 475.0),
+  ],
+  ids=["ppo", "a2c", "ddqn", "c51", "reinforce"],
+)
+def test_agent_solves_cartpole(tmp_path, gin_file, threshold):
+  root = tmp_path / "run"
+  best, final = _best_and_final(root, run_train(root, gin_file=gin_file, toy=False))
+  assert best >= threshold, f"best 10-episode greedy mean {best}; final {final}"

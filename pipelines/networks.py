@@ -78,7 +78,7 @@ def categorical_q_network(
     observation_spec,
     action_spec,
     num_atoms=num_atoms,
-    preprocessing_layers=_scale_uint8(observation_spec),
+    preprocessing_layers=_preprocessing(observation_spec, channels_first=False),
     conv_layer_params=conv_layer_params,
     fc_layer_params=fc_layer_params,
   )
@@ -132,7 +132,7 @@ def actor_network(
   return actor_distribution_network.ActorDistributionNetwork(
     observation_spec,
     action_spec,
-    preprocessing_layers=_scale_uint8(observation_spec),
+    preprocessing_layers=_preprocessing(observation_spec, channels_first=False),
     fc_layer_params=fc_layer_params,
     activation_fn=activation_fn,
     discrete_projection_net=discrete_projection,
@@ -149,7 +149,7 @@ def value_network(
   """A state-value network V(s): dense layers, then one output."""
   return tfa_value_network.ValueNetwork(
     observation_spec,
-    preprocessing_layers=_scale_uint8(observation_spec),
+    preprocessing_layers=_preprocessing(observation_spec, channels_first=False),
     fc_layer_params=fc_layer_params,
     activation_fn=activation_fn,
   )

@@ -115,6 +115,7 @@ def loop_throughput(eager: bool, iterations: int, fc_layer_params: tuple[int, ..
       "OffPolicyTrainer.collect_steps_per_iteration = 8",
       "collect/make_environment.num_envs = 8",
       "make_dataset.batch_size = 64",
+      f"q_network.fc_layer_params = {tuple(fc_layer_params)}",
     ],
   )
   tf.config.run_functions_eagerly(eager)

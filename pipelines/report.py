@@ -11,7 +11,7 @@ last evaluation. Aggregates follow Agarwal et al. 2021 ("Deep RL at the edge of 
 statistical precipice") through their library, rliable: IQM, mean, median and
 optimality gap with 95% stratified bootstrap CIs over runs, performance profiles, and
 the probability that the best configuration (by IQM) improves on each other one.
-With `--reference` (CSV: task,random,reference) scores are normalised per task to
+With `--reference` (CSV: task,random,reference; `#` comments) scores are normalised per task to
 (score - random) / (reference - random), which the optimality gap needs (gap to 1).
 """
 
@@ -43,11 +43,17 @@ NUMBERS = "aggregates.json"  # every estimate and bound, for scripts and tests
 _SEED_PART = re.compile(r"(^|__)seed=\d+$")
 _TASK = re.compile(r"^[\w/.]*\.(?:env_id|game)\s*=\s*['\"]([^'\"]+)", re.MULTILINE)
 
-flags.DEFINE_string("out", None, "Report folder (default: <first folder>/report).")
-flags.DEFINE_string("reference", None, "CSV with columns task,random,reference to normalise scores.")
-flags.DEFINE_enum("x", "env_steps", ["env_steps", "frames"], "Learning-curve axis; frames: Atari runs.")
-flags.DEFINE_integer("reps", 2_000, "Bootstrap replications per estimate.")
-flags.DEFINE_integer("seed", 0, "Seed of the bootstrap (reports are reproducible).")
+
+def define_flags() -> None:
+  """Flags are defined on demand: importing this module (tests do) must not clash with
+  the other tools' flags of the same name."""
+  flags.DEFINE_string("out", None, "Report folder (default: <first folder>/report).")
+  flags.DEFINE_string("reference", None, "CSV with columns task,random,reference to normalise scores.")
+  flags.DEFINE_enum("x", "env_steps", ["env_steps", "frames"], "Learning-curve axis; frames: Atari runs.")
+  flags.DEFINE_integer("reps", 2_000, "Bootstrap replications per estimate.")
+  flags.DEFINE_integer("seed", 0, "Seed of the bootstrap (reports are reproducible).")
+
+
 FLAGS = flags.FLAGS
 
 
@@ -102,7 +108,7 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[RunData], list[str]]:
 def load_reference(path: str) -> dict[str, tuple[float, float]]:
   try:
     with open(path, newline="") as f:
-      rows = list(csv.DictReader(f))
+      rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
     reference = {row["task"]: (float(row["random"]), float(row["reference"])) for row in rows}
   except (KeyError, ValueError, TypeError) as e:
     raise PipelineError(f"--reference {path}: expected CSV columns task,random,reference ({e})") from None
@@ -437,6 +443,7 @@ def main(argv) -> None:
 
 def run() -> None:
   """Console-script entry point (`pipelines-report`)."""
+  define_flags()
   app.run(main)
 
 

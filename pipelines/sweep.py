@@ -40,13 +40,17 @@ _SELECTOR = re.compile(r"^[A-Za-z_][\w.]*(/[A-Za-z_][\w.]*)*\.[A-Za-z_]\w*$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._,()+-]")
 _MAX_NAME = 120  # characters; longer names are cut and made unique by a hash
 
-flags.DEFINE_multi_string("gin_file", [], "Gin config file(s) of every run.")
-flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings shared by every run.")
-flags.DEFINE_multi_string("sweep", [], "NAME=[v1, v2, ...]: gin values to sweep (repeat for a grid).")
-flags.DEFINE_integer("seeds", 1, "Seeds per configuration: build_components.seed = 0 .. seeds-1.")
-flags.DEFINE_integer("parallel", 1, "Runs at once (each uses about one CPU core).")
-flags.DEFINE_string("root_dir", None, "Folder of the sweep: one run folder per run, plus logs/.")
-flags.DEFINE_bool("dry_run", False, "List the runs and whether each is done, then exit.")
+
+def define_flags() -> None:
+  """Flags are defined on demand: importing this module (tests do) must not clash with
+  the other tools' flags of the same name."""
+  flags.DEFINE_multi_string("gin_file", [], "Gin config file(s) of every run.")
+  flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings shared by every run.")
+  flags.DEFINE_multi_string("sweep", [], "NAME=[v1, v2, ...]: gin values to sweep (repeat for a grid).")
+  flags.DEFINE_integer("seeds", 1, "Seeds per configuration: build_components.seed = 0 .. seeds-1.")
+  flags.DEFINE_integer("parallel", 1, "Runs at once (each uses about one CPU core).")
+  flags.DEFINE_string("root_dir", None, "Folder of the sweep: one run folder per run, plus logs/.")
+  flags.DEFINE_bool("dry_run", False, "List the runs and whether each is done, then exit.")
 
 
 class _Reference:
@@ -87,7 +91,9 @@ def parse_sweep(expression: str) -> Axis:
   parser = gin.config_parser.ConfigParser(rhs.strip(), _TextDelegate())
   try:
     values = parser.parse_value()
-  except (SyntaxError, tokenize.TokenError) as e:  # TokenError: an unclosed bracket
+  except tokenize.TokenError:
+    raise PipelineError(f"{where}: a bracket or quote is not closed") from None
+  except SyntaxError as e:
     raise PipelineError(f"{where}: {cli.first_line(e)}") from None
   if parser.current_token.type not in (tokenize.NEWLINE, tokenize.ENDMARKER):
     raise PipelineError(f"{where}: unexpected {parser.current_token.string!r} after the list")
@@ -291,6 +297,7 @@ def _raise(message: str):
 
 def run() -> None:
   """Console-script entry point (`pipelines-sweep`)."""
+  define_flags()
   app.run(main)
 
 

@@ -174,7 +174,8 @@ class Tuner:
   def _start(self):
     trial = self.study.ask(self.space.distributions)
     run_dir = self.root / f"trial_{trial.number:04d}"
-    bindings = [*self.bindings, *self.space.bindings, *self.space.sample_bindings(trial.params)]
+    # Command-line bindings override the space file's fixed ones (the later binding wins).
+    bindings = [*self.space.bindings, *self.bindings, *self.space.sample_bindings(trial.params)]
     command = launch.train_command(self.gin_files, bindings, run_dir)
     process = launch.TrainProcess(command, self.root / launch.LOGS / f"{run_dir.name}.log")
     return trial, process, run_dir
@@ -256,8 +257,8 @@ class Tuner:
       f"# Train it: pipelines-train --gin_file={path} --root_dir=runs/tuned",
       *(f"include '{_include(f)}'" for f in self.gin_files),
       "",
-      *(["# shared --gin_bindings of the study", *self.bindings, ""] if self.bindings else []),
       *(["# fixed by the search space", *self.space.bindings, ""] if self.space.bindings else []),
+      *(["# --gin_bindings of the study", *self.bindings, ""] if self.bindings else []),
       "# tuned",
       *self.space.sample_bindings(best.params),
     ]
@@ -279,7 +280,7 @@ def _tune() -> int:
   launch.check_root(root, STUDY_DB, "study")
   cli.quiet_libraries()
   for bindings in space.validation_bindings():  # unknown names fail before any trial starts
-    launch.check_config(FLAGS.gin_file, [*FLAGS.gin_bindings, *space.bindings, *bindings])
+    launch.check_config(FLAGS.gin_file, [*space.bindings, *FLAGS.gin_bindings, *bindings])
   gin.clear_config()
 
   import optuna

@@ -25,6 +25,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from absl import app, flags
 
 from pipelines import cli
@@ -142,8 +143,6 @@ class Scores:
         self.notes.append(f"{config}: no runs on some tasks; its aggregates use the tasks it has")
       if any(len(c) != n for c in present):
         self.notes.append(f"{config}: unequal runs per task; the first {n} of each are used")
-      import numpy as np
-
       self.matrices[config] = np.array([c[:n] for c in present]).T
 
   def normalise(self, value: float, task: str) -> float:
@@ -155,7 +154,6 @@ class Scores:
 
 def aggregates(matrices: dict, normalised: bool, reps: int, seed: int) -> dict:
   """rliable's stratified bootstrap: {config: {metric: (estimate, low, high)}}."""
-  import numpy as np
   from rliable import library, metrics
 
   names = ["IQM", "Mean", "Median"] + (["Optimality Gap"] if normalised else [])
@@ -176,7 +174,6 @@ def aggregates(matrices: dict, normalised: bool, reps: int, seed: int) -> dict:
 
 def improvement(matrices: dict, best: str, reps: int, seed: int) -> dict:
   """P(best > other) with CIs, for each other configuration."""
-  import numpy as np
   from rliable import library, metrics
 
   pairs = {f"{best},{other}": (matrices[best], matrices[other]) for other in matrices if other != best}
@@ -200,7 +197,6 @@ def curve(runs: Sequence[RunData], x_key: str, reps: int, seed: int):
   Runs evaluated at other points are interpolated; a run that stopped early (target
   return reached) holds its last evaluation to the end of the longest run.
   """
-  import numpy as np
   from rliable import library
 
   xs = [np.array([r[x_key] for r in run.records], dtype=float) for run in runs]
@@ -247,7 +243,6 @@ def plot_curves(runs, scores: Scores, x_key: str, reps: int, seed: int, path: Pa
 
 def plot_aggregates(numbers: dict, normalised: bool, path: Path) -> None:
   import matplotlib.pyplot as plt
-  import numpy as np
   from rliable import plot_utils
 
   configs = list(numbers)
@@ -263,7 +258,9 @@ def plot_aggregates(numbers: dict, normalised: bool, path: Path) -> None:
     algorithms=configs,
     xlabel="normalised score" if normalised else "return",
     subfigure_width=3.6,
-    row_height=0.5,
+    row_height=max(0.5, 1.6 / len(configs)),  # few rows: keep room for ticks and label
+    max_ticks=3,
+    xlabel_y_coordinate=-0.3 if len(configs) < 4 else -0.1,
   )
   fig.savefig(path, dpi=110, bbox_inches="tight")
   plt.close(fig)
@@ -271,7 +268,6 @@ def plot_aggregates(numbers: dict, normalised: bool, path: Path) -> None:
 
 def plot_profile(matrices: dict, normalised: bool, reps: int, path: Path) -> None:
   import matplotlib.pyplot as plt
-  import numpy as np
   from rliable import library, plot_utils
 
   every = np.concatenate([m.ravel() for m in matrices.values()])
@@ -295,7 +291,6 @@ def plot_profile(matrices: dict, normalised: bool, reps: int, path: Path) -> Non
 
 def plot_improvement(probabilities: dict, path: Path) -> None:
   import matplotlib.pyplot as plt
-  import numpy as np
   from rliable import plot_utils
 
   points = {pair: np.array([v[0]]) for pair, v in probabilities.items()}
@@ -430,7 +425,10 @@ def _report(paths: Sequence[str]) -> int:
   out = Path(FLAGS.out or Path(paths[0]) / "report").expanduser().absolute()
   import warnings
 
-  warnings.filterwarnings("ignore")  # seaborn/pandas deprecation chatter from rliable's plots
+  from absl import logging as absl_logging
+
+  absl_logging.set_verbosity(absl_logging.WARNING)  # rliable logs each estimate at INFO
+  warnings.filterwarnings("ignore")  # seaborn/pandas/arch deprecation chatter
   out, numbers, best = write_report(paths, out, FLAGS.reference, FLAGS.x, FLAGS.reps, FLAGS.seed)
   iqm = numbers[best]["IQM"]
   print(f"Report: {out / SUMMARY} ({len(numbers)} configurations; best IQM {best}: {_ci(iqm)})")

@@ -2,24 +2,30 @@
 
     pipelines-evaluate --root_dir=runs/dqn_cartpole --num_episodes=10
     python -m pipelines.evaluate --root_dir=runs/dqn_cartpole --policy=random
+    pipelines-evaluate --root_dir=runs/dqn_cartpole --video=episodes.mp4 --num_episodes=3
 
 Rebuilds the evaluation environment from the run's own `operative_config.gin` and prints
-one JSON line: mean, std, min and max return over the episodes, and their count.
+one JSON line: mean, std, min and max return over the episodes, and their count. With
+`--video` the episodes are played one by one on a single copy and recorded (MP4 or GIF,
+the return drawn on each frame; see `pipelines/video.py`).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from absl import app, flags
 
-from pipelines import cli
+from pipelines import cli, video
 
 flags.DEFINE_string("root_dir", None, "Run folder written by pipelines-train.")
 flags.DEFINE_integer("num_episodes", 10, "Whole episodes to play.")
 flags.DEFINE_enum("policy", "greedy", ["greedy", "random"], "The exported policy, or uniform random.")
 flags.DEFINE_integer("seed", 12_345, "Seed of the evaluation environments.")
+flags.DEFINE_string("video", None, "Record the episodes to this .mp4 or .gif file.")
+flags.DEFINE_float("video_fps", None, "Frames per second of the video (default: the environment's).")
 flags.mark_flag_as_required("root_dir")
 FLAGS = flags.FLAGS
 
@@ -38,21 +44,49 @@ def _evaluate() -> int:
     raise cli.PipelineError(f"{folder.root} holds no run ({rf.OPERATIVE_CONFIG} missing)")
   if FLAGS.num_episodes < 1:
     raise cli.PipelineError("--num_episodes must be >= 1")
+  if FLAGS.video:
+    video.check_output(Path(FLAGS.video).expanduser().absolute())
+  if FLAGS.policy == "greedy" and not any(folder.path(p).exists() for p in (rf.POLICY, rf.POLICY + ".old")):
+    raise cli.PipelineError(f"{folder.root} has no exported policy yet ({rf.POLICY}/ missing)")
   cli.parse_gin([str(config)], [])
   with gin.config_scope("eval"):
-    py_env = configurables.environments.make_environment(seed=FLAGS.seed)
+    # A video shows one episode at a time: one copy, whatever the run evaluated with.
+    copies = {"num_envs": 1} if FLAGS.video else {}
+    py_env = configurables.environments.make_environment(seed=FLAGS.seed, **copies)
   env = tf_py_environment.TFPyEnvironment(py_env)
   if FLAGS.policy == "random":
     policy = evaluation.random_policy(env)
   else:
-    if not folder.path(rf.POLICY).exists() and not folder.path(rf.POLICY + ".old").exists():
-      raise cli.PipelineError(f"{folder.root} has no exported policy yet ({rf.POLICY}/ missing)")
     policy = checkpoints.load_saved_policy(folder.path(rf.POLICY))
   evaluator = evaluation.Evaluator(num_episodes=FLAGS.num_episodes)  # epsilon: the run's own
-  result = evaluator(env, policy, seed=FLAGS.seed)
-  print(json.dumps({"policy": FLAGS.policy, **result.summary(), "seconds": round(result.seconds, 3)}))
+  if FLAGS.video:
+    summary = _record_video(py_env, env, policy, evaluator.epsilon)
+  else:
+    result = evaluator(env, policy, seed=FLAGS.seed)
+    summary = {**result.summary(), "seconds": round(result.seconds, 3)}
+  print(json.dumps({"policy": FLAGS.policy, **summary}))
   py_env.close()
   return 0
+
+
+def _record_video(py_env, env, policy, epsilon: float) -> dict:
+  from pipelines import evaluation
+
+  path = Path(FLAGS.video).expanduser().absolute()
+  recording = video.record(py_env, env, policy, FLAGS.num_episodes, epsilon, seed=FLAGS.seed)
+  fps = FLAGS.video_fps or py_env.gym.metadata.get("render_fps") or 30
+  video.write(path, recording.frames, fps)
+  result = evaluation.EvalResult(recording.returns, recording.lengths, seconds=0.0)
+  height, width = recording.frames[0].shape[:2]
+  return {
+    **result.summary(),
+    "returns": recording.returns,
+    "lengths": recording.lengths,
+    "video": str(path),
+    "frames": len(recording.frames),
+    "size": [width, height],
+    "fps": fps,
+  }
 
 
 def main(argv) -> None:

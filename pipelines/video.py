@@ -1,0 +1,112 @@
+"""Episode videos: play a policy on one copy of a run's evaluation environment, save MP4 or GIF.
+
+    pipelines-evaluate --root_dir=runs/dqn --video=runs/dqn/episodes.mp4 --num_episodes=3
+    pipelines-evaluate --root_dir=runs/dqn --video=random.gif --policy=random
+
+Frames come from the environment's own `rgb_array` rendering (`gymnasium_env.render_mode`),
+one after each reset and one after each step, so an episode of length L gives L + 1
+frames. The episode number and its return so far are drawn on every frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.errors import PipelineError
+
+FORMATS = (".mp4", ".gif")
+# pygame (classic-control rendering) opens the sound card on init: no card, ALSA noise.
+os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+
+
+@dataclasses.dataclass
+class Recording:
+  frames: list[np.ndarray]
+  returns: list[float]
+  lengths: list[int]
+
+
+def check_output(path: Path) -> None:
+  """Refuses an unknown format or an unwritable place before any episode is played."""
+  if path.suffix.lower() not in FORMATS:
+    raise PipelineError(f"--video {path}: the name must end in {' or '.join(FORMATS)}")
+  if path.is_dir():
+    raise PipelineError(f"--video {path} is a folder")
+  parent = path.parent
+  if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+    raise PipelineError(f"--video {path}: cannot write to {parent} (not a writable folder)")
+
+
+def _frame(env) -> np.ndarray:
+  frame = env.render()
+  if frame is None:
+    raise PipelineError("the environment renders nothing: bind gymnasium_env.render_mode = 'rgb_array'")
+  frame = np.asarray(frame)
+  return frame[0] if frame.ndim == 4 else frame  # a vector environment stacks its copies
+
+
+def annotate(frame: np.ndarray, text: str) -> np.ndarray:
+  """Draws `text` top left, white on a black outline so it reads on any background."""
+  import cv2
+
+  frame = np.ascontiguousarray(frame[..., :3], dtype=np.uint8).copy()
+  scale = max(0.3, frame.shape[1] / 900)
+  origin = (4, int(8 + 22 * scale))
+  thickness = max(1, round(scale * 2))
+  for color, extra in (((0, 0, 0), 2), ((255, 255, 255), 0)):
+    cv2.putText(frame, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, color, thickness + extra, cv2.LINE_AA)
+  return frame
+
+
+def record(py_env, tf_env, policy, num_episodes: int, epsilon: float = 0.0, seed: int = 0) -> Recording:
+  """Plays whole episodes one at a time; `epsilon` as in the run's own evaluation."""
+  from tf_agents.policies import random_tf_policy
+
+  rng = np.random.default_rng(seed)
+  explore = random_tf_policy.RandomTFPolicy(tf_env.time_step_spec(), tf_env.action_spec())
+  frames, returns, lengths = [], [], []
+  time_step, state = tf_env.reset(), policy.get_initial_state(1)
+  episode_return, length = 0.0, 0
+  label = lambda: f"episode {len(returns) + 1}/{num_episodes}  return {episode_return:g}"
+  frames.append(annotate(_frame(py_env), label()))
+  while len(returns) < num_episodes:
+    step = policy.action(time_step, state)
+    action, state = step.action, step.state
+    if epsilon > 0 and rng.random() < epsilon:
+      action = explore.action(time_step).action
+    time_step = tf_env.step(action)
+    episode_return += float(time_step.reward.numpy()[0])
+    length += 1
+    frames.append(annotate(_frame(py_env), label()))
+    if bool(time_step.is_last().numpy()[0]):
+      returns.append(episode_return)
+      lengths.append(length)
+      if len(returns) < num_episodes:
+        time_step, state = tf_env.reset(), policy.get_initial_state(1)
+        episode_return, length = 0.0, 0
+        frames.append(annotate(_frame(py_env), label()))
+  return Recording(frames, returns, lengths)
+
+
+def _even(frame: np.ndarray) -> np.ndarray:
+  """H.264 in yuv420p needs even sides: pad one black row/column where odd."""
+  h, w = frame.shape[:2]
+  return np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)))
+
+
+def write(path: Path, frames: list[np.ndarray], fps: float) -> None:
+  """Writes MP4 (H.264 through imageio-ffmpeg) or GIF; readers never see half a file."""
+  import imageio.v2 as imageio
+
+  partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+  if path.suffix.lower() == ".gif":
+    imageio.mimsave(partial, frames, duration=1000.0 / fps, loop=0)  # duration: ms per frame
+  else:
+    with imageio.get_writer(partial, fps=fps, codec="libx264", macro_block_size=1, quality=7) as writer:
+      for frame in frames:
+        writer.append_data(_even(frame))
+  os.replace(partial, path)

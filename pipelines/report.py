@@ -41,6 +41,7 @@ FIGURES = {
 SUMMARY = "report.md"
 TABLE = "aggregates.csv"
 NUMBERS = "aggregates.json"  # every estimate and bound, for scripts and tests
+PAIR = ";"  # joins two configuration names (which may hold commas: "fc=(64,64)")
 _SEED_PART = re.compile(r"(^|__)seed=\d+$")
 _TASK = re.compile(r"^[\w/.]*\.(?:env_id|game)\s*=\s*['\"]([^'\"]+)", re.MULTILINE)
 
@@ -176,7 +177,7 @@ def improvement(matrices: dict, best: str, reps: int, seed: int) -> dict:
   """P(best > other) with CIs, for each other configuration."""
   from rliable import library, metrics
 
-  pairs = {f"{best},{other}": (matrices[best], matrices[other]) for other in matrices if other != best}
+  pairs = {f"{best}{PAIR}{other}": (matrices[best], matrices[other]) for other in matrices if other != best}
   if not pairs:
     return {}
   points, intervals = library.get_interval_estimates(
@@ -295,7 +296,10 @@ def plot_improvement(probabilities: dict, path: Path) -> None:
 
   points = {pair: np.array([v[0]]) for pair, v in probabilities.items()}
   intervals = {pair: np.array([[v[1]], [v[2]]]) for pair, v in probabilities.items()}
-  ax = plot_utils.plot_probability_of_improvement(points, intervals, figsize=(6, 0.6 + 0.5 * len(points)))
+  ax = plot_utils.plot_probability_of_improvement(
+    points, intervals, pair_separator=PAIR, figsize=(6, 0.6 + 0.5 * len(points))
+  )
+  ax.set_xlim(-0.02, 1.02)  # a probability: autoscaling zooms into 0.96..1.04 when all are 1
   ax.figure.savefig(path, dpi=110, bbox_inches="tight")
   plt.close(ax.figure)
 
@@ -394,7 +398,7 @@ def _markdown(paths, runs, scores, numbers, probabilities, best, notes, x_key, r
       "| --- | --- | --- |",
     ]
     for pair, value in probabilities.items():
-      x, y = pair.split(",", 1)
+      x, y = pair.split(PAIR)
       lines.append(f"| {x} | {y} | {_ci(value)} |")
     lines += ["", f"![probability of improvement]({FIGURES['improvement']})", ""]
   lines += [

@@ -12,11 +12,12 @@ from pipelines import run_folder as rf
 
 from conftest import run_module
 
-# Final returns per seed; earlier evaluations are lower, so curves rise.
-FINAL = {
-  "lr=0.001": [100.0, 200.0, 300.0, 400.0, 500.0],
-  "lr=0.0003": [10.0, 20.0, 30.0, 40.0, 1000.0],
-}
+# Final returns per seed; earlier evaluations are lower, so curves rise. The names hold
+# commas, as real sweep names do ("fc_layer_params=(64,64)").
+A, B = "lr=0.001__fc=(64,64)", "lr=0.0003__fc=(64,64)"
+# Ten seeds: with five, the bootstrap distribution of the IQM is so coarse that its 2.5%
+# quantile jumps between neighbouring values from one random stream to the next.
+FINAL = {A: [100.0 * k for k in range(1, 11)], B: [10.0 * k for k in range(1, 10)] + [5000.0]}
 STEPS = [1000, 2000, 3000]
 
 
@@ -58,7 +59,7 @@ def test_aggregates_match_independent_computation(sweep_root, tmp_path):
   assert set(numbers) == set(FINAL)
   for config, finals in FINAL.items():
     iqm, low, high = numbers[config]["IQM"]
-    expected = scipy.stats.trim_mean(finals, 0.25)  # 25% cut from each end: middle three
+    expected = scipy.stats.trim_mean(finals, 0.25)  # 25% cut from each end: middle six
     assert iqm == pytest.approx(expected)
     assert low <= expected <= high and low < high
     ind_low, ind_high = _bootstrap_iqm_ci(np.array(finals))
@@ -68,21 +69,21 @@ def test_aggregates_match_independent_computation(sweep_root, tmp_path):
     assert numbers[config]["Mean"][0] == pytest.approx(np.mean(finals))
     # rliable's median is over tasks (of per-task means); with one task it is the mean.
     assert numbers[config]["Median"][0] == pytest.approx(np.mean(finals))
-  assert scipy.stats.trim_mean(FINAL["lr=0.001"], 0.25) > scipy.stats.trim_mean(FINAL["lr=0.0003"], 0.25)
-  assert best == "lr=0.001"
+  assert scipy.stats.trim_mean(FINAL[A], 0.25) > scipy.stats.trim_mean(FINAL[B], 0.25)
+  assert best == A
   assert "Optimality Gap" not in numbers[best]  # raw returns: no gap without a reference
 
   saved = json.loads((out / report.NUMBERS).read_text())
   (pair, (p, p_low, p_high)), *_ = saved["probability_of_improvement"].items()
-  assert pair == "lr=0.001,lr=0.0003"
-  x, y = np.array(FINAL["lr=0.001"]), np.array(FINAL["lr=0.0003"])
-  expected_p = np.mean((x[:, None] > y[None]) + 0.5 * (x[:, None] == y[None]))  # 20 of 25 pairs
+  assert pair == f"{A};{B}"
+  x, y = np.array(FINAL[A]), np.array(FINAL[B])
+  expected_p = np.mean((x[:, None] > y[None]) + 0.5 * (x[:, None] == y[None]))  # 90 of 100 pairs
   assert p == pytest.approx(expected_p) and p_low <= expected_p <= p_high
 
   for name in report.FIGURES.values():
     assert (out / name).read_bytes()[:4] == b"\x89PNG", name
   summary = (out / report.SUMMARY).read_text()
-  assert "lr=0.001 (best IQM)" in summary and "learning_curves.png" in summary
+  assert f"{A} (best IQM)" in summary and "learning_curves.png" in summary
   assert "IQM" in (out / report.TABLE).read_text()
 
 
@@ -92,17 +93,17 @@ def test_reference_normalises_and_gives_the_optimality_gap(sweep_root, tmp_path)
   _, numbers, _ = report.write_report(
     [str(sweep_root)], tmp_path / "out", reference_path=str(reference), x_key="env_steps", reps=500, seed=0
   )
-  normalised = np.array(FINAL["lr=0.001"]) / 500
-  assert numbers["lr=0.001"]["IQM"][0] == pytest.approx(scipy.stats.trim_mean(normalised, 0.25))
-  assert numbers["lr=0.001"]["Optimality Gap"][0] == pytest.approx(1 - np.minimum(normalised, 1).mean())
+  normalised = np.array(FINAL[A]) / 500
+  assert numbers[A]["IQM"][0] == pytest.approx(scipy.stats.trim_mean(normalised, 0.25))
+  assert numbers[A]["Optimality Gap"][0] == pytest.approx(1 - np.minimum(normalised, 1).mean())
 
 
 def test_learning_curve_band_is_the_mean_over_seeds(sweep_root):
   runs, _ = report.find_runs([str(sweep_root)])
-  group = [r for r in runs if r.config == "lr=0.001"]
+  group = [r for r in runs if r.config == A]
   grid, mean, low, high = report.curve(group, "env_steps", reps=500, seed=0)
   assert grid.tolist() == STEPS
-  assert mean[-1] == pytest.approx(np.mean(FINAL["lr=0.001"]))
+  assert mean[-1] == pytest.approx(np.mean(FINAL[A]))
   assert np.all(low <= mean) and np.all(mean <= high)
 
 
@@ -128,7 +129,7 @@ def test_bad_input_is_one_line(tmp_path, sweep_root):
   ]
   if os.geteuid() != 0:  # root may write anywhere
     cases.append(([str(sweep_root), f"--out={readonly}/report"], "cannot write the report"))
-  cases.append(([str(sweep_root), f"--out={sweep_root / 'lr=0.001__seed=0' / rf.METRICS}/x"], "cannot write"))
+  cases.append(([str(sweep_root), f"--out={sweep_root / f'{A}__seed=0' / rf.METRICS}/x"], "cannot write"))
   for args, needle in cases:
     result = run_module("pipelines.report", *args)
     assert result.returncode == 2, (args, result.stderr[-2000:])

@@ -170,7 +170,6 @@ def test_replay_memory_is_one_frame_per_step():
   assert store._frames.nbytes == 1_000 * 84 * 84
 
 
-@pytest.mark.slow
 def test_toy_breakout_run_is_killed_and_resumes_with_its_replay(tmp_path):
   root = tmp_path / "run"
   bindings = [

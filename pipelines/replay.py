@@ -34,9 +34,17 @@ def make_dataset(
   buffer: replay_buffer.ReplayBuffer,
   batch_size: int = 64,
   num_steps: int = 2,
-  prefetch: int = 4,
+  prefetch: int = 0,
 ) -> tf.data.Dataset:
-  """Uniform samples of `num_steps` consecutive steps (2 for a one-step TD update)."""
+  """Uniform samples of `num_steps` consecutive steps (2 for a one-step TD update).
+
+  prefetch: batches sampled ahead in background threads. 0 (the default) samples each
+    batch when the learner asks for it, inside the training graph, so that a seed gives
+    the same run every time; prefetching overlaps sampling with training but makes what
+    is sampled depend on thread timing.
+  """
+  if prefetch <= 0:
+    return buffer.as_dataset(sample_batch_size=batch_size, num_steps=num_steps)
   return buffer.as_dataset(sample_batch_size=batch_size, num_steps=num_steps, num_parallel_calls=2).prefetch(
     prefetch
   )

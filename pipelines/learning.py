@@ -30,8 +30,45 @@ import gin
 from pipelines import collection, replay
 
 
+class _GraphLoop:
+  """What both trainers share: `run(n)` executes n calls of `_iteration` inside one
+  `tf.while_loop`, one graph call, keeping the environment's time step between calls."""
+
+  def _init_loop(self, agent: tf_agent.TFAgent, tf_env: tf_environment.TFEnvironment) -> None:
+    self._agent = agent
+    self._env = tf_env
+    # autograph=False: converting TF-Agents' drivers (and PPO's train) costs seconds of tracing.
+    self._run = tf.function(self._run_iterations, autograph=False)
+    self._time_step = None
+    self._policy_state = agent.collect_policy.get_initial_state(tf_env.batch_size or 1)
+
+  def _iteration(self, time_step, policy_state):
+    """One collect + train step: returns (time_step, policy_state, loss)."""
+    raise NotImplementedError
+
+  def _run_iterations(self, time_step, policy_state, iterations):
+    def body(i, time_step, policy_state, loss):
+      return (i + 1, *self._iteration(time_step, policy_state))
+
+    _, time_step, policy_state, loss = tf.while_loop(
+      lambda i, *_: i < iterations,
+      body,
+      (tf.constant(0), time_step, policy_state, tf.constant(0.0)),
+    )
+    return time_step, policy_state, loss
+
+  def run(self, iterations: int) -> float:
+    """Runs `iterations` of collect + train in one graph call; returns the last loss."""
+    if self._time_step is None:
+      self._time_step = self._env.reset()
+    self._time_step, self._policy_state, loss = self._run(
+      self._time_step, self._policy_state, tf.constant(iterations)
+    )
+    return float(loss)
+
+
 @gin.configurable
-class OffPolicyTrainer:
+class OffPolicyTrainer(_GraphLoop):
   """Collect into a replay buffer, train on uniform samples from it (DQN family).
 
   collect_steps_per_iteration: env steps per iteration, summed over the batched copies
@@ -62,8 +99,7 @@ class OffPolicyTrainer:
     self.env_steps_per_iteration = collect_steps_per_iteration
     self._train_steps_per_iteration = train_steps_per_iteration
     self._initial_collect_steps = initial_collect_steps
-    self._agent = agent
-    self._env = tf_env
+    self._init_loop(agent, tf_env)
     self.replay = replay_fn(agent.collect_data_spec, num_envs)
     observers = [self.replay.add_batch, *observers]
     self._driver = collection.step_driver(
@@ -75,11 +111,7 @@ class OffPolicyTrainer:
     )
     self._dataset = dataset_fn(self.replay)
     self._iterator = None
-    # autograph=False throughout: converting TF-Agents' drivers costs seconds of tracing.
     self._update = tf.function(agent.train, jit_compile=jit_compile, autograph=False)
-    self._run = tf.function(self._run_iterations, autograph=False)
-    self._time_step = None
-    self._policy_state = agent.collect_policy.get_initial_state(num_envs)
 
   def checkpoint_items(self) -> dict:
     return {"replay_buffer": self.replay}
@@ -91,33 +123,17 @@ class OffPolicyTrainer:
       self._time_step, _ = run(self._env.reset())
     self._iterator = iter(self._dataset)
 
-  def _run_iterations(self, time_step, policy_state, iterations):
-    def iteration(i, time_step, policy_state, loss):
-      time_step, policy_state = self._driver.run(time_step, policy_state)
-      for _ in range(self._train_steps_per_iteration):
-        experience, _ = next(self._iterator)
-        loss = self._update(experience).loss
-      return i + 1, time_step, policy_state, loss
-
-    _, time_step, policy_state, loss = tf.while_loop(
-      lambda i, *_: i < iterations,
-      iteration,
-      (tf.constant(0), time_step, policy_state, tf.constant(0.0)),
-    )
+  def _iteration(self, time_step, policy_state):
+    time_step, policy_state = self._driver.run(time_step, policy_state)
+    loss = tf.constant(0.0)
+    for _ in range(self._train_steps_per_iteration):
+      experience, _ = next(self._iterator)
+      loss = self._update(experience).loss
     return time_step, policy_state, loss
-
-  def run(self, iterations: int) -> float:
-    """Runs `iterations` of collect + train in one graph call; returns the last loss."""
-    if self._time_step is None:
-      self._time_step = self._env.reset()
-    self._time_step, self._policy_state, loss = self._run(
-      self._time_step, self._policy_state, tf.constant(iterations)
-    )
-    return float(loss)
 
 
 @gin.configurable
-class OnPolicyTrainer:
+class OnPolicyTrainer(_GraphLoop):
   """Collect a batch with the current policy, train on all of it, discard it (PPO, A2C,
   REINFORCE), as TF-Agents teaches: a driver fills a `TFUniformReplayBuffer`, then
   `gather_all()` -> `agent.train` -> `clear()`.
@@ -153,18 +169,13 @@ class OnPolicyTrainer:
     steps_per_env = steps_per_env or collect_per_iteration // num_envs
     # The loop only uses this to size its graph calls; for episodes it is an upper bound.
     self.env_steps_per_iteration = steps_per_env * num_envs if by_episodes else collect_per_iteration
-    self._agent = agent
-    self._env = tf_env
+    self._init_loop(agent, tf_env)
     self.replay = tf_uniform_replay_buffer.TFUniformReplayBuffer(
       agent.collect_data_spec, batch_size=num_envs, max_length=steps_per_env
     )
     self._driver = driver_fn(
       tf_env, agent.collect_policy, [self.replay.add_batch, *observers], collect_per_iteration
     )
-    # autograph=False: converting TF-Agents' drivers and PPO's train costs seconds of tracing.
-    self._run = tf.function(self._run_iterations, autograph=False)
-    self._time_step = None
-    self._policy_state = agent.collect_policy.get_initial_state(num_envs)
 
   def checkpoint_items(self) -> dict:
     return {}  # the buffer is empty between iterations; normalisers live in the agent
@@ -172,29 +183,12 @@ class OnPolicyTrainer:
   def initialize(self) -> None:
     pass
 
-  def _run_iterations(self, time_step, policy_state, iterations):
-    def iteration(i, time_step, policy_state, loss):
-      time_step, policy_state = self._driver.run(time_step, policy_state)
-      # preprocess_sequence: PPO's values, returns and advantages, once per batch.
-      experience = self._agent.preprocess_sequence(self.replay.gather_all())
-      loss = self._agent.train(experience).loss
-      with tf.control_dependencies([loss]):  # clear only after training read the batch
-        cleared = self.replay.clear()
-      with tf.control_dependencies([cleared]):
-        return i + 1, time_step, policy_state, tf.identity(loss)
-
-    _, time_step, policy_state, loss = tf.while_loop(
-      lambda i, *_: i < iterations,
-      iteration,
-      (tf.constant(0), time_step, policy_state, tf.constant(0.0)),
-    )
-    return time_step, policy_state, loss
-
-  def run(self, iterations: int) -> float:
-    """Runs `iterations` of collect + train + clear in one graph call; returns the last loss."""
-    if self._time_step is None:
-      self._time_step = self._env.reset()
-    self._time_step, self._policy_state, loss = self._run(
-      self._time_step, self._policy_state, tf.constant(iterations)
-    )
-    return float(loss)
+  def _iteration(self, time_step, policy_state):
+    time_step, policy_state = self._driver.run(time_step, policy_state)
+    # preprocess_sequence: PPO's values, returns and advantages, once per batch.
+    experience = self._agent.preprocess_sequence(self.replay.gather_all())
+    loss = self._agent.train(experience).loss
+    with tf.control_dependencies([loss]):  # clear only after training read the batch
+      cleared = self.replay.clear()
+    with tf.control_dependencies([cleared]):
+      return time_step, policy_state, tf.identity(loss)

@@ -28,7 +28,7 @@ def quiet_libraries() -> None:
     pass
   from absl import logging as absl_logging
 
-  absl_logging.set_verbosity(absl_logging.WARNING)
+  absl_logging.set_verbosity(absl_logging.ERROR)  # e.g. PolicySaver's "Sanitizing" warnings
   logging.getLogger().addFilter(lambda record: not record.getMessage().startswith("Path not found"))
   import tensorflow as tf
 

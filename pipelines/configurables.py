@@ -10,4 +10,5 @@ from pipelines import (  # noqa: F401
   learning,
   networks,
   replay,
+  reverb_replay,
 )

@@ -134,7 +134,7 @@ def build_components(
   )
 
 
-@gin.configurable(denylist=["root_dir"])
+@gin.configurable(denylist=["root_dir", "build_fn"])
 def run_experiment(
   root_dir: str,
   num_env_steps: int = 50_000,
@@ -144,6 +144,7 @@ def run_experiment(
   target_return: float | None = None,
   frames_per_env_step: int | None = None,
   log_interval: int | None = None,
+  build_fn: Callable[[], Components] = build_components,
 ) -> dict:
   """Trains and evaluates one agent; returns the final evaluation summary.
 
@@ -153,10 +154,11 @@ def run_experiment(
     get a `frames` field and TensorBoard plots returns against frames too.
   log_interval: env steps between training records (train_metrics.jsonl: whole-game
     training returns, speed); None: none.
+  build_fn: builds the components (a distributed learner passes its own trainer).
   """
   folder = rf.RunFolder(root_dir)
   folder.check_usable()
-  parts = build_components()
+  parts = build_fn()
   operative_config = gin.operative_config_str()
   folder.check_config(operative_config)
   folder.lock()
@@ -179,6 +181,8 @@ class _Loop:
   def __init__(self, folder: rf.RunFolder, parts: Components, frames_per_env_step: int | None = None):
     self.folder = folder
     self.collect_env = parts.collect_env
+    # Finished games' scores: from the environment, or from the actors (distributed learner).
+    self.pop_game_returns = getattr(parts.trainer, "pop_game_returns", parts.collect_env.pop_game_returns)
     self.frames_per_env_step = frames_per_env_step
     # Whole games finished since the last record of metrics.jsonl / train_metrics.jsonl.
     self.game_returns: list[float] = []
@@ -296,7 +300,7 @@ class _Loop:
 
   def _game_summaries(self) -> None:
     """Whole-game training scores the environment reported (Atari: unclipped, all lives)."""
-    games = self.collect_env.pop_game_returns()
+    games = self.pop_game_returns()
     if not games:
       return
     self.game_returns.extend(games)

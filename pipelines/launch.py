@@ -1,173 +1,249 @@
-"""Training runs as child processes: what pipelines-sweep and pipelines-tune share.
+"""Launch an experiment as separate processes around a Reverb server.
 
-    python -c "from pipelines import launch; print(launch.train_command(['a.gin'], [], 'runs/x'))"
+    pipelines-launch --gin_file=gin/dqn_cartpole.gin --root_dir=runs/dist --num_actors=4
 
-A child is the real `python -m pipelines.train` command, so a sweep or tuning run folder
-is exactly what a hand-typed run would write (and is resumed the same way). Children are
-told to die with their parent (Linux `PR_SET_PDEATHSIG`): SIGKILL a sweep and its runs
-get SIGTERM, which makes them save a checkpoint and exit, instead of living on as
-orphans that hold their run folders' locks.
+starts, on this machine, a Reverb server, 4 collect actors, one learner and one evaluator
+(`--role=all`, the default), prints their health and progress every few seconds,
+restarts a role that dies (a learner resumes from its checkpoint), and stops them all
+on Ctrl-C (the learner saves a checkpoint first). Each role writes `<root_dir>/logs/<role>.log`.
+
+One role per machine, with the same gin files everywhere (start them in any order; each
+waits for what it needs):
+
+    pipelines-launch --role=server  --port=8008 ...
+    pipelines-launch --role=learner --replay_address=HOST:8008 --root_dir=runs/dist ...
+    pipelines-launch --role=actor   --replay_address=HOST:8008 --actor_id=0 ...
+    pipelines-launch --role=eval    --root_dir=runs/dist ...   # where the learner's folder is
+
+The Reverb server has no authentication and listens on all interfaces: see README.
 """
 
 from __future__ import annotations
 
-import ctypes
-import fcntl
-import inspect
-import os
+import json
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
-import gin
+from absl import app, flags
+
 from pipelines import cli
-from pipelines import run_folder as rf
-from pipelines.errors import PipelineError
 
-LOGS = "logs"  # child stdout+stderr, one file per run, beside (not inside) the run folders
-_PR_SET_PDEATHSIG = 1
-_PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+ROLES = ("all", "server", "learner", "actor", "eval")
 
+flags.DEFINE_multi_string("gin_file", [], "Gin config file(s), the same as for pipelines-train.")
+flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, the same on every role.")
+flags.DEFINE_string("root_dir", None, "Run folder (the learner's; logs and server checkpoints go there too).")
+flags.DEFINE_string("role", "all", f"One of {', '.join(ROLES)}; 'all' runs every role on this machine.")
+flags.DEFINE_integer("num_actors", 2, "Actor processes (--role=all).")
+flags.DEFINE_integer("actor_id", 0, "This actor's index (--role=actor): seeds its environments.")
+flags.DEFINE_string("replay_address", None, "HOST:PORT of the Reverb server (learner, actor).")
+flags.DEFINE_integer("port", None, "Port of the Reverb server (server; --role=all: default a free port).")
+flags.DEFINE_float(
+  "wait_timeout", 300.0, "Seconds a role waits for the server (or first weights) before failing."
+)
+flags.DEFINE_boolean("eval", True, "Run the evaluator role (--role=all).")
+flags.mark_flag_as_required("root_dir")
+FLAGS = flags.FLAGS
 
-def train_command(gin_files: Sequence[str], bindings: Sequence[str], root_dir: str | Path) -> list[str]:
-  command = [sys.executable, "-m", "pipelines.train", *(f"--gin_file={f}" for f in gin_files)]
-  command += [f"--gin_bindings={b}" for b in bindings]
-  return command + [f"--root_dir={root_dir}"]
-
-
-def check_config(gin_files: Sequence[str], bindings: Sequence[str]) -> dict:
-  """Parses the config in this process, so an unknown name fails before anything launches.
-
-  Returns the run's budget (`num_env_steps`, `target_return`), used to tell finished runs.
-  """
-  from pipelines import configurables
-
-  gin.clear_config()
-  try:
-    cli.parse_gin(gin_files, bindings)
-    run_experiment = configurables.experiment.run_experiment
-    defaults = inspect.signature(run_experiment).parameters
-    budget = {}
-    for name in ("num_env_steps", "target_return"):
-      try:
-        budget[name] = gin.query_parameter(f"run_experiment.{name}")
-      except ValueError:  # not bound: the function's default applies
-        budget[name] = defaults[name].default
-    return budget
-  finally:
-    gin.clear_config()
+_STATUS_SECONDS = 10.0
+_MAX_RESTARTS = 5
 
 
-def is_complete(run_dir: Path, num_env_steps: int, target_return: float | None) -> bool:
-  """True once the run's last evaluation met its stop rule and the run finished.
+def _check_flags() -> None:
+  """Flag mistakes fail in a second, before TensorFlow is imported."""
+  from pipelines import reverb_replay as rr
 
-  The learning curve is the last thing a run writes (after its final checkpoint and
-  policy export), so its presence marks a finished `_finish`; metrics alone could
-  belong to a run killed between its last evaluation and its final save.
-  """
-  folder = rf.RunFolder(run_dir)
-  if not folder.path(rf.LEARNING_CURVE).exists():
-    return False
-  records = folder.read_metrics()
-  if not records:
-    return False
-  last = records[-1]
-  reached = target_return is not None and last["average_return"] >= target_return
-  return last["env_steps"] >= num_env_steps or reached
+  if FLAGS.role not in ROLES:
+    raise cli.PipelineError(f"unknown --role {FLAGS.role!r}; choose one of {', '.join(ROLES)}")
+  if not FLAGS.gin_file:
+    raise cli.PipelineError("give at least one --gin_file (e.g. gin/dqn_cartpole.gin)")
+  if FLAGS.role in ("learner", "actor"):
+    if not FLAGS.replay_address:
+      raise cli.PipelineError(f"--role={FLAGS.role} needs --replay_address=HOST:PORT")
+    rr.parse_address(FLAGS.replay_address)
+  if FLAGS.role == "server" and FLAGS.port is None:
+    raise cli.PipelineError("--role=server needs --port")
+  if FLAGS.port is not None:
+    rr.check_port_free(FLAGS.port)
+  if FLAGS.role == "all" and FLAGS.num_actors < 1:
+    raise cli.PipelineError("--num_actors must be >= 1")
 
 
-def wait_until_unlocked(run_dir: Path, timeout: float = 120.0) -> bool:
-  """Waits for a dying child (of a killed sweep) to release its run folder's lock."""
-  if not run_dir.is_dir():
-    return True
-  deadline = time.monotonic() + timeout
-  while True:
-    fd = os.open(run_dir, os.O_RDONLY)
-    try:
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-      return True
-    except BlockingIOError:
-      if time.monotonic() > deadline:
-        return False
-    finally:
-      os.close(fd)  # closing drops our lock too: the child takes it next
+def _parse_config():
+  cli.quiet_libraries()
+  from pipelines import (
+    configurables,  # noqa: F401  (registers every configurable)
+    distributed,
+  )
+
+  cli.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
+  return distributed.plan_from_gin()
+
+
+def _launch() -> int:
+  _check_flags()
+  _parse_config()
+  from pipelines import distributed
+
+  role = FLAGS.role
+  if role == "server":
+    return distributed.run_server(FLAGS.root_dir, FLAGS.port)
+  if role == "learner":
+    return distributed.run_learner(FLAGS.root_dir, FLAGS.replay_address, FLAGS.wait_timeout)
+  if role == "actor":
+    return distributed.run_actor(FLAGS.replay_address, FLAGS.actor_id, FLAGS.wait_timeout)
+  if role == "eval":
+    return distributed.run_evaluator(FLAGS.root_dir)
+  return _supervise()
+
+
+class _Role:
+  """One child process of `--role=all`, restarted when it dies unexpectedly."""
+
+  def __init__(self, name: str, args: list[str], log_dir: Path):
+    self.name, self.args, self.log = name, args, log_dir / f"{name.replace(' ', '_')}.log"
+    self.restarts = 0
+    self.process = None
+    self.start()
+
+  def start(self) -> None:
+    from pipelines import child_runs
+
+    command = [sys.executable, "-m", "pipelines.launch", *self.args]
+    self.process = child_runs.TrainProcess(command, self.log)
+    self.pid = self.process.pid
+
+
+def _supervise() -> int:
+  from pipelines import reverb_replay as rr
+  from pipelines import run_folder as rf
+
+  folder = rf.RunFolder(FLAGS.root_dir)
+  folder.check_usable()
+  port = FLAGS.port or rr.free_port()
+  folder.path(rf.LOGS).mkdir(parents=True, exist_ok=True)
+  common = [
+    *(f"--gin_file={f}" for f in FLAGS.gin_file),
+    *(f"--gin_bindings={b}" for b in FLAGS.gin_bindings),
+  ]
+  common += [f"--root_dir={folder.root}", f"--wait_timeout={FLAGS.wait_timeout}"]
+  address = f"localhost:{port}"
+  print(rr.SECURITY_NOTE.format(port=port), file=sys.stderr)
+  logs = folder.path(rf.LOGS)
+  roles = [_Role("server", [*common, "--role=server", f"--port={port}"], logs)]
+  roles.append(_Role("learner", [*common, "--role=learner", f"--replay_address={address}"], logs))
+  for i in range(FLAGS.num_actors):
+    roles.append(
+      _Role(f"actor {i}", [*common, "--role=actor", f"--actor_id={i}", f"--replay_address={address}"], logs)
+    )
+  if FLAGS.eval:
+    roles.append(_Role("eval", [*common, "--role=eval"], logs))
+  print(f"launched {', '.join(r.name for r in roles)}; logs in {logs}", file=sys.stderr)
+  _write_pids(logs, roles)
+
+  stop = {"signal": None}
+
+  def handle(signum, frame):
+    stop["signal"] = signum
+
+  for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, handle)
+  learner = roles[1]
+  started, last_status = time.monotonic(), 0.0
+  code = None
+  while stop["signal"] is None and code is None:
     time.sleep(0.5)
-
-
-def check_root(root: Path, marker: str, what: str) -> None:
-  """Refuses a root folder that is a file, unwritable, or non-empty without `marker`."""
-  if root.exists():
-    if not root.is_dir():
-      raise PipelineError(f"--root_dir {root} exists and is not a folder")
-    if not (root / marker).exists() and any(root.iterdir()):
-      raise PipelineError(f"--root_dir {root} is not empty and holds no {what} ({marker} missing)")
-    if not os.access(root, os.W_OK | os.X_OK):
-      raise PipelineError(f"--root_dir {root} is not writable")
-  else:
-    parent = next(p for p in root.parents if p.exists())
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-      raise PipelineError(f"cannot create --root_dir {root}: {parent} is not a writable folder")
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _die_with(parent_pid: int) -> None:
-  _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-  if os.getppid() != parent_pid:  # the parent died before prctl took effect
-    os._exit(1)
-
-
-class TrainProcess:
-  """One `pipelines.train` child writing to its own log file."""
-
-  def __init__(self, command: list[str], log_path: Path):
-    self.command = command
-    self.log_path = log_path
-    self.started = time.monotonic()
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
-    parent_pid = os.getpid()
-    with open(log_path, "a") as log:  # appended: a resumed run keeps its earlier output
-      log.write(f"$ {' '.join(command)}\n")
-      log.flush()
-      self._process = subprocess.Popen(
-        command,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=env,
-        preexec_fn=lambda: _die_with(parent_pid),
+    for role in roles:
+      rc = role.process.poll()
+      if rc is None:
+        continue
+      if role is learner and rc == 0:
+        code = 0  # budget spent or target reached
+        break
+      if rc == 2:  # bad input: relaunching cannot help
+        print(f"pipelines-launch: {role.name} failed: {role.process.error_line()}", file=sys.stderr)
+        code = 2
+        break
+      if role.restarts >= _MAX_RESTARTS:
+        print(
+          f"pipelines-launch: {role.name} died {role.restarts + 1} times: {role.process.error_line()}",
+          file=sys.stderr,
+        )
+        code = 1
+        break
+      role.restarts += 1
+      print(
+        f"pipelines-launch: {role.name} exited with {rc}; restarting it ({role.restarts})", file=sys.stderr
       )
+      role.start()
+      _write_pids(logs, roles)
+    if time.monotonic() - last_status > _STATUS_SECONDS:
+      print(_status(folder, roles, time.monotonic() - started), file=sys.stderr, flush=True)
+      last_status = time.monotonic()
 
-  def poll(self) -> int | None:
-    return self._process.poll()
+  # Learner first (it saves a checkpoint and asks the server for one), server last.
+  for group in ([learner], roles[2:], roles[:1]):
+    for role in group:
+      role.process.terminate()
+    for role in group:
+      role.process.wait(timeout=120)
+  print(_status(folder, roles, time.monotonic() - started), file=sys.stderr)
+  if stop["signal"] is not None:
+    print(
+      f"pipelines-launch: stopped by signal {stop['signal']}; run the same command to resume", file=sys.stderr
+    )
+    return 128 + stop["signal"]
+  if code == 0:
+    records = folder.read_metrics()
+    if records:
+      last = records[-1]
+      print(f"Run folder: {folder.root}")
+      print(f"Final evaluation: average return {last['average_return']:.1f} at {last['env_steps']} env steps")
+  return code
 
-  @property
-  def seconds(self) -> float:
-    return time.monotonic() - self.started
 
-  def terminate(self) -> None:
-    """SIGTERM: the run saves a checkpoint and exits (resumable)."""
-    if self._process.poll() is None:
-      self._process.terminate()
+def _write_pids(logs: Path, roles: list[_Role]) -> None:
+  """`logs/roles.json`: each role's process id, for `kill` or `ps` (rewritten on restarts)."""
+  text = json.dumps({r.name: r.pid for r in roles}, indent=1) + "\n"
+  (logs / "roles.json.tmp").write_text(text)
+  (logs / "roles.json.tmp").replace(logs / "roles.json")
 
-  def wait(self, timeout: float | None = None) -> int:
-    try:
-      return self._process.wait(timeout)
-    except subprocess.TimeoutExpired:
-      self._process.kill()
-      return self._process.wait()
 
-  def error_line(self) -> str:
-    """The child's one-line error, or the last line of its log."""
-    try:
-      lines = [line.strip() for line in self.log_path.read_text().splitlines() if line.strip()]
-    except OSError:
-      return "?"
-    errors = [line for line in lines if ": error:" in line]
-    return (errors or lines or ["(empty log)"])[-1]
+def _status(folder, roles: list[_Role], seconds: float) -> str:
+  from pipelines import distributed
+
+  up = [r for r in roles if r.process.poll() is None]
+  actors = [r for r in roles if r.name.startswith("actor")]
+  records = folder.read_metrics()
+  learner = "no evaluation yet"
+  if records:
+    last = records[-1]
+    learner = (
+      f"{last['env_steps']} env steps, train step {last['train_steps']}, eval {last['average_return']:.1f}"
+    )
+  exports = folder.read_metrics(distributed.EVAL_EXPORTS)
+  evaluator = (
+    f"; evaluator: {exports[-1]['average_return']:.1f} at train step {exports[-1]['train_step']}"
+    if exports
+    else ""
+  )
+  return (
+    f"[{int(seconds) // 60:02d}:{int(seconds) % 60:02d}] {len(up)}/{len(roles)} roles up "
+    f"(actors {sum(r in up for r in actors)}/{len(actors)}) | learner: {learner}{evaluator}"
+  )
+
+
+def main(argv) -> None:
+  del argv
+  sys.exit(cli.main_with_errors(_launch, "pipelines-launch"))
+
+
+def run() -> None:
+  """Console-script entry point (`pipelines-launch`)."""
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

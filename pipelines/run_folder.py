@@ -33,6 +33,10 @@ POLICY = "policy"
 TRAIN_SUMMARIES = "train"
 EVAL_SUMMARIES = "eval"
 LEARNING_CURVE = "learning_curve.png"
+# Written by pipelines-launch's other roles, possibly before the learner's first launch.
+LOGS = "logs"
+REPLAY_SERVER = "replay_server"
+LAUNCH_FILES = {LOGS, REPLAY_SERVER}
 
 _PACKAGES = (
   "tensorflow",
@@ -88,7 +92,7 @@ class RunFolder:
     if self.root.exists():
       if not self.root.is_dir():
         raise PipelineError(f"--root_dir {self.root} exists and is not a folder")
-      if not self.is_run and any(self.root.iterdir()):
+      if not self.is_run and any(p.name not in LAUNCH_FILES for p in self.root.iterdir()):
         raise PipelineError(
           f"--root_dir {self.root} is not empty and holds no run ({RUN_INFO} missing); pick a new folder"
         )

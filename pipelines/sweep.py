@@ -30,7 +30,7 @@ from pathlib import Path
 from absl import app, flags
 
 import gin
-from pipelines import cli, launch
+from pipelines import child_runs, cli
 from pipelines import run_folder as rf
 from pipelines.errors import PipelineError
 
@@ -183,7 +183,7 @@ class Sweep:
     by_config = {}
     for run in runs:
       if run.config not in by_config:
-        by_config[run.config] = launch.check_config(self.gin_files, [*self.bindings, *run.bindings])
+        by_config[run.config] = child_runs.check_config(self.gin_files, [*self.bindings, *run.bindings])
     return {run.name: by_config[run.config] for run in runs}
 
   def run_dir(self, run: Run) -> Path:
@@ -202,11 +202,11 @@ class Sweep:
   def run(self, runs: Sequence[Run], budgets: dict[str, dict]) -> int:
     import tqdm
 
-    pending = [run for run in runs if not launch.is_complete(self.run_dir(run), **budgets[run.name])]
+    pending = [run for run in runs if not child_runs.is_complete(self.run_dir(run), **budgets[run.name])]
     done = len(runs) - len(pending)
     if done:
       print(f"{done} of {len(runs)} runs already finished; skipping them", file=sys.stderr)
-    running: dict[str, tuple[Run, launch.TrainProcess]] = {}
+    running: dict[str, tuple[Run, child_runs.TrainProcess]] = {}
     failed: list[str] = []
     previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     bar = tqdm.tqdm(total=len(runs), initial=done, unit="run", disable=None, dynamic_ncols=True)
@@ -214,11 +214,16 @@ class Sweep:
       while (pending or running) and self._stop is None:
         while pending and len(running) < self.parallel:
           run = pending.pop(0)
-          if not launch.wait_until_unlocked(self.run_dir(run)):
+          if not child_runs.wait_until_unlocked(self.run_dir(run)):
             failed.append(f"{run.name}: its run folder stays locked by another process")
             continue
-          command = launch.train_command(self.gin_files, [*self.bindings, *run.bindings], self.run_dir(run))
-          running[run.name] = (run, launch.TrainProcess(command, self.root / launch.LOGS / f"{run.name}.log"))
+          command = child_runs.train_command(
+            self.gin_files, [*self.bindings, *run.bindings], self.run_dir(run)
+          )
+          running[run.name] = (
+            run,
+            child_runs.TrainProcess(command, self.root / child_runs.LOGS / f"{run.name}.log"),
+          )
         time.sleep(0.5)
         for name, (run, process) in list(running.items()):
           code = process.poll()
@@ -226,7 +231,7 @@ class Sweep:
             continue
           del running[name]
           bar.update(1)
-          if code == 0 and launch.is_complete(self.run_dir(run), **budgets[name]):
+          if code == 0 and child_runs.is_complete(self.run_dir(run), **budgets[name]):
             last = rf.RunFolder(self.run_dir(run)).read_metrics()[-1]
             bar.write(
               f"done {name}: return {last['average_return']:.1f} at {last['env_steps']} env steps "
@@ -249,7 +254,9 @@ class Sweep:
       )
       return 128 + self._stop
     if failed:
-      print(f"{len(failed)} of {len(runs)} runs failed (logs in {self.root / launch.LOGS}):", file=sys.stderr)
+      print(
+        f"{len(failed)} of {len(runs)} runs failed (logs in {self.root / child_runs.LOGS}):", file=sys.stderr
+      )
       for line in failed:
         print(f"  {line}", file=sys.stderr)
       return 1
@@ -267,13 +274,13 @@ def _sweep() -> int:
     raise PipelineError("give --root_dir, the folder of the sweep")
   runs = expand([parse_sweep(e) for e in FLAGS.sweep], FLAGS.seeds)
   root = Path(FLAGS.root_dir).expanduser().absolute()
-  launch.check_root(root, SWEEP_INFO, "sweep")
+  child_runs.check_root(root, SWEEP_INFO, "sweep")
   cli.quiet_libraries()
   sweep = Sweep(root, FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.parallel)
   budgets = sweep.budgets(runs)
   if FLAGS.dry_run:
     for run in runs:
-      state = "done" if launch.is_complete(sweep.run_dir(run), **budgets[run.name]) else "to run"
+      state = "done" if child_runs.is_complete(sweep.run_dir(run), **budgets[run.name]) else "to run"
       print(f"{state:7} {run.name}: {'; '.join(run.bindings)}")
     return 0
   folder = rf.RunFolder(root)

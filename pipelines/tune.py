@@ -25,7 +25,7 @@ from pathlib import Path
 from absl import app, flags
 
 import gin
-from pipelines import cli, launch
+from pipelines import child_runs, cli
 from pipelines import run_folder as rf
 from pipelines.errors import PipelineError
 
@@ -176,8 +176,8 @@ class Tuner:
     run_dir = self.root / f"trial_{trial.number:04d}"
     # Command-line bindings override the space file's fixed ones (the later binding wins).
     bindings = [*self.space.bindings, *self.bindings, *self.space.sample_bindings(trial.params)]
-    command = launch.train_command(self.gin_files, bindings, run_dir)
-    process = launch.TrainProcess(command, self.root / launch.LOGS / f"{run_dir.name}.log")
+    command = child_runs.train_command(self.gin_files, bindings, run_dir)
+    process = child_runs.TrainProcess(command, self.root / child_runs.LOGS / f"{run_dir.name}.log")
     return trial, process, run_dir
 
   def _report_new(self, trial, run_dir: Path, reported: set) -> bool:
@@ -277,10 +277,10 @@ def _tune() -> int:
     raise PipelineError(f"search space file not found: {FLAGS.space}")
   space = Space.load(FLAGS.space)
   root = Path(FLAGS.root_dir).expanduser().absolute()
-  launch.check_root(root, STUDY_DB, "study")
+  child_runs.check_root(root, STUDY_DB, "study")
   cli.quiet_libraries()
   for bindings in space.validation_bindings():  # unknown names fail before any trial starts
-    launch.check_config(FLAGS.gin_file, [*space.bindings, *FLAGS.gin_bindings, *bindings])
+    child_runs.check_config(FLAGS.gin_file, [*space.bindings, *FLAGS.gin_bindings, *bindings])
   gin.clear_config()
 
   import optuna

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pipelines import launch, sweep
+from pipelines import child_runs, sweep
 from pipelines import run_folder as rf
 from pipelines.errors import PipelineError
 
@@ -101,7 +101,7 @@ def test_bad_input_is_one_line_and_launches_nothing(tmp_path):
 
 
 def _complete(root, name):
-  return launch.is_complete(root / name, num_env_steps=400, target_return=None)
+  return child_runs.is_complete(root / name, num_env_steps=400, target_return=None)
 
 
 def test_sweep_killed_midway_resumes_without_rerunning_finished_runs(tmp_path):
@@ -122,7 +122,7 @@ def test_sweep_killed_midway_resumes_without_rerunning_finished_runs(tmp_path):
   finished = [n for n in names if _complete(root, n)]
   assert finished and len(finished) < len(names), "kill the sweep midway"
   for name in names:  # the killed sweep's runs get SIGTERM (PDEATHSIG), checkpoint and exit
-    assert launch.wait_until_unlocked(root / name, timeout=120), name
+    assert child_runs.wait_until_unlocked(root / name, timeout=120), name
 
   result = subprocess.run(command, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -134,4 +134,4 @@ def test_sweep_killed_midway_resumes_without_rerunning_finished_runs(tmp_path):
     assert steps == sorted(set(steps)), name
     launches = folder.path(rf.COMMAND).read_text().count("--gin_file")
     assert launches == 1 if name in finished else launches >= 1, name
-  assert (root / sweep.SWEEP_INFO).is_file() and (root / launch.LOGS / f"{names[0]}.log").is_file()
+  assert (root / sweep.SWEEP_INFO).is_file() and (root / child_runs.LOGS / f"{names[0]}.log").is_file()

@@ -1,0 +1,177 @@
+"""Training runs as child processes: what pipelines-sweep and pipelines-tune share.
+
+    python -c "from pipelines import child_runs; print(child_runs.train_command(['a.gin'], [], 'runs/x'))"
+
+A child is the real `python -m pipelines.train` command, so a sweep or tuning run folder
+is exactly what a hand-typed run would write (and is resumed the same way). Children are
+told to die with their parent (Linux `PR_SET_PDEATHSIG`): SIGKILL a sweep and its runs
+get SIGTERM, which makes them save a checkpoint and exit, instead of living on as
+orphans that hold their run folders' locks.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import inspect
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import gin
+from pipelines import cli
+from pipelines import run_folder as rf
+from pipelines.errors import PipelineError
+
+LOGS = "logs"  # child stdout+stderr, one file per run, beside (not inside) the run folders
+_PR_SET_PDEATHSIG = 1
+_PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+
+
+def train_command(gin_files: Sequence[str], bindings: Sequence[str], root_dir: str | Path) -> list[str]:
+  command = [sys.executable, "-m", "pipelines.train", *(f"--gin_file={f}" for f in gin_files)]
+  command += [f"--gin_bindings={b}" for b in bindings]
+  return command + [f"--root_dir={root_dir}"]
+
+
+def check_config(gin_files: Sequence[str], bindings: Sequence[str]) -> dict:
+  """Parses the config in this process, so an unknown name fails before anything launches.
+
+  Returns the run's budget (`num_env_steps`, `target_return`), used to tell finished runs.
+  """
+  from pipelines import configurables
+
+  gin.clear_config()
+  try:
+    cli.parse_gin(gin_files, bindings)
+    run_experiment = configurables.experiment.run_experiment
+    defaults = inspect.signature(run_experiment).parameters
+    budget = {}
+    for name in ("num_env_steps", "target_return"):
+      try:
+        budget[name] = gin.query_parameter(f"run_experiment.{name}")
+      except ValueError:  # not bound: the function's default applies
+        budget[name] = defaults[name].default
+    return budget
+  finally:
+    gin.clear_config()
+
+
+def is_complete(run_dir: Path, num_env_steps: int, target_return: float | None) -> bool:
+  """True once the run's last evaluation met its stop rule and the run finished.
+
+  The learning curve is the last thing a run writes (after its final checkpoint and
+  policy export), so its presence marks a finished `_finish`; metrics alone could
+  belong to a run killed between its last evaluation and its final save.
+  """
+  folder = rf.RunFolder(run_dir)
+  if not folder.path(rf.LEARNING_CURVE).exists():
+    return False
+  records = folder.read_metrics()
+  if not records:
+    return False
+  last = records[-1]
+  reached = target_return is not None and last["average_return"] >= target_return
+  return last["env_steps"] >= num_env_steps or reached
+
+
+def wait_until_unlocked(run_dir: Path, timeout: float = 120.0) -> bool:
+  """Waits for a dying child (of a killed sweep) to release its run folder's lock."""
+  if not run_dir.is_dir():
+    return True
+  deadline = time.monotonic() + timeout
+  while True:
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      return True
+    except BlockingIOError:
+      if time.monotonic() > deadline:
+        return False
+    finally:
+      os.close(fd)  # closing drops our lock too: the child takes it next
+    time.sleep(0.5)
+
+
+def check_root(root: Path, marker: str, what: str) -> None:
+  """Refuses a root folder that is a file, unwritable, or non-empty without `marker`."""
+  if root.exists():
+    if not root.is_dir():
+      raise PipelineError(f"--root_dir {root} exists and is not a folder")
+    if not (root / marker).exists() and any(root.iterdir()):
+      raise PipelineError(f"--root_dir {root} is not empty and holds no {what} ({marker} missing)")
+    if not os.access(root, os.W_OK | os.X_OK):
+      raise PipelineError(f"--root_dir {root} is not writable")
+  else:
+    parent = next(p for p in root.parents if p.exists())
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+      raise PipelineError(f"cannot create --root_dir {root}: {parent} is not a writable folder")
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _die_with(parent_pid: int) -> None:
+  _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+  if os.getppid() != parent_pid:  # the parent died before prctl took effect
+    os._exit(1)
+
+
+class TrainProcess:
+  """One `pipelines.train` child writing to its own log file."""
+
+  def __init__(self, command: list[str], log_path: Path):
+    self.command = command
+    self.log_path = log_path
+    self.started = time.monotonic()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
+    parent_pid = os.getpid()
+    with open(log_path, "a") as log:  # appended: a resumed run keeps its earlier output
+      log.write(f"$ {' '.join(command)}\n")
+      log.flush()
+      self._process = subprocess.Popen(
+        command,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        preexec_fn=lambda: _die_with(parent_pid),
+      )
+
+  @property
+  def pid(self) -> int:
+    return self._process.pid
+
+  def poll(self) -> int | None:
+    return self._process.poll()
+
+  @property
+  def seconds(self) -> float:
+    return time.monotonic() - self.started
+
+  def terminate(self) -> None:
+    """SIGTERM: the run saves a checkpoint and exits (resumable)."""
+    if self._process.poll() is None:
+      self._process.terminate()
+
+  def wait(self, timeout: float | None = None) -> int:
+    try:
+      return self._process.wait(timeout)
+    except subprocess.TimeoutExpired:
+      self._process.kill()
+      return self._process.wait()
+
+  def error_line(self) -> str:
+    """The child's one-line error, or the last line of its log."""
+    try:
+      lines = [line.strip() for line in self.log_path.read_text().splitlines() if line.strip()]
+    except OSError:
+      return "?"
+    errors = [line for line in lines if ": error:" in line]
+    return (errors or lines or ["(empty log)"])[-1]

@@ -1,0 +1,441 @@
+"""Distributed collection around a Reverb server: the server, actor, learner and evaluator.
+
+    pipelines-launch --gin_file=gin/dqn_cartpole.gin --root_dir=runs/dist --num_actors=4
+
+Each role is one process built from the same gin files as a single-process run
+(`experiment.build_components`), so every binding means the same thing everywhere:
+
+  server     a Reverb server with the experience, variables and reports tables
+             (pipelines/reverb_replay.py), checkpointed to `<root_dir>/replay_server/`;
+  actor      a TF-Agents `train.Actor` stepping its own environment copies with the
+             collect policy, writing trajectory windows to the experience table, pulling
+             the latest weights after every `steps_per_run` env steps;
+  learner    the usual `run_experiment` loop (evaluation, checkpoints, policy exports,
+             metrics) with `ReverbLearner` as its trainer: it samples from the
+             experience table, trains, pushes weights and counts the actors' env steps;
+  eval       follows the learner's policy exports, evaluates each one, appends the
+             results to `<root_dir>/eval_exports.jsonl`.
+
+What the roles agree on (window length, table kind, rate limit) is derived from the
+single-process settings by `plan_from_gin`: a replay agent's gradient steps per env step
+become Reverb's samples-per-insert rate limit, so actors and learner keep the ratio the
+gin file asks for however fast each of them runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import json
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tf_agents.experimental.distributed import reverb_variable_container
+from tf_agents.metrics import tf_metrics
+from tf_agents.policies import py_tf_eager_policy
+from tf_agents.replay_buffers import reverb_replay_buffer
+from tf_agents.train import actor as tfa_actor
+
+import gin
+from pipelines import checkpoints, evaluation, experiment, learning, replay
+from pipelines import reverb_replay as rr
+from pipelines import run_folder as rf
+from pipelines.errors import PipelineError
+
+EVAL_EXPORTS = "eval_exports.jsonl"
+
+
+class _Stop:
+  """SIGINT/SIGTERM set a flag the role's loop checks."""
+
+  def __init__(self):
+    self.received = None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+      signal.signal(sig, self._handle)
+
+  def _handle(self, signum, frame):
+    self.received = signum
+
+
+def _bound(fn, name: str):
+  """The value gin binds to `fn.name`, else the function's default."""
+  configurable = getattr(fn, "__name__", str(fn))
+  try:
+    value = gin.query_parameter(f"{configurable}.{name}")
+  except ValueError:
+    return inspect.signature(fn).parameters[name].default
+  return value.configurable.wrapped if isinstance(value, gin.config.ConfigurableReference) else value
+
+
+def _collect_envs() -> int:
+  for selector in ("collect/make_environment.num_envs", "make_environment.num_envs"):
+    try:
+      return int(gin.query_parameter(selector))
+    except ValueError:
+      continue
+  return 1
+
+
+@dataclasses.dataclass
+class Plan:
+  """What server, actors and learner must agree on, derived from the single-process gin."""
+
+  on_policy: bool
+  sequence_length: int  # steps per experience item
+  stride: int  # env steps of one copy between items
+  capacity: int  # items the experience table holds
+  min_size: int  # items before the learner may sample
+  samples_per_insert: float | None  # the replay ratio held by the rate limiter
+  batch_size: int  # items per gradient step
+  train_steps_per_iteration: int
+  env_steps_per_iteration: int  # env steps one learner iteration stands for
+
+  def tables(self, data_spec, variables) -> list:
+    experience = rr.experience_table(
+      data_spec, self.capacity, self.min_size, self.samples_per_insert, queue=self.on_policy
+    )
+    return [experience, rr.variables_table(variables), rr.reports_table()]
+
+
+def plan_from_gin() -> Plan:
+  """Reads the trainer's settings (OffPolicyTrainer / OnPolicyTrainer) from the parsed gin."""
+  trainer = _bound(experiment.build_components, "trainer_fn")
+  trainer = getattr(trainer, "__name__", str(trainer))
+  if trainer == "OffPolicyTrainer":
+    batch = _bound(replay.make_dataset, "batch_size")
+    collect = _bound(learning.OffPolicyTrainer, "collect_steps_per_iteration")
+    train = _bound(learning.OffPolicyTrainer, "train_steps_per_iteration")
+    replay_fn = _bound(learning.OffPolicyTrainer, "replay_fn")
+    return Plan(
+      on_policy=False,
+      sequence_length=_bound(replay.make_dataset, "num_steps"),
+      stride=1,
+      capacity=_bound(replay_fn, "capacity"),
+      min_size=max(_bound(learning.OffPolicyTrainer, "initial_collect_steps"), batch),
+      samples_per_insert=train * batch / collect,
+      batch_size=batch,
+      train_steps_per_iteration=train,
+      env_steps_per_iteration=collect,
+    )
+  if trainer == "OnPolicyTrainer":
+    if _bound(learning.OnPolicyTrainer, "driver_fn").__name__ != "step_driver":
+      raise PipelineError(
+        "distributed collection runs agents trained on fixed-length batches (PPO, A2C); "
+        "whole-episode batches (OnPolicyTrainer.driver_fn = @episode_driver) are not supported"
+      )
+    collect = _bound(learning.OnPolicyTrainer, "collect_per_iteration")
+    length = _bound(learning.OnPolicyTrainer, "steps_per_env") or collect // _collect_envs()
+    rows = collect // length
+    return Plan(
+      on_policy=True,
+      sequence_length=length,
+      stride=length,
+      capacity=rows,  # a queue: actors wait until the learner has read the last batch
+      min_size=rows,
+      samples_per_insert=None,
+      batch_size=rows,
+      train_steps_per_iteration=1,
+      env_steps_per_iteration=collect,
+    )
+  raise PipelineError(f"distributed runs need OffPolicyTrainer or OnPolicyTrainer, not {trainer}")
+
+
+def variables_nest(agent, train_step: tf.Variable, env_steps: tf.Variable) -> dict:
+  """What the learner pushes and actors pull: policy weights and the two step counters."""
+  return {
+    reverb_variable_container.POLICY_KEY: agent.collect_policy.variables(),
+    reverb_variable_container.TRAIN_STEP_KEY: train_step,
+    "env_steps": env_steps,
+  }
+
+
+def _no_trainer(agent, tf_env, observers):
+  return None
+
+
+def _components(seed_offset: int = 0) -> experiment.Components:
+  seed = _bound(experiment.build_components, "seed") + seed_offset
+  return experiment.build_components(trainer_fn=_no_trainer, seed=seed)
+
+
+# ---------------------------------------------------------------- server
+
+
+def run_server(root_dir: str, port: int) -> int:
+  """Serves the tables until SIGINT/SIGTERM, then checkpoints them and stops."""
+  parts = _components()
+  plan = plan_from_gin()
+  env_steps = parts.metrics.env_steps.environment_steps
+  tables = plan.tables(
+    parts.agent.collect_data_spec, variables_nest(parts.agent, parts.train_step, env_steps)
+  )
+  directory = rf.RunFolder(root_dir).path(rf.REPLAY_SERVER)
+  server = rr.start_server(tables, port, directory)
+  stop = _Stop()
+  print(rr.SECURITY_NOTE.format(port=port), flush=True)
+  print(f"server: replay server listening on port {port}, checkpoints in {directory}", flush=True)
+  while stop.received is None:
+    time.sleep(0.5)
+  client = rr.wait_for_server(f"localhost:{port}", 10, "server")
+  print(f"server: stopping; checkpoint {client.checkpoint()}", flush=True)
+  server.stop()
+  return 0
+
+
+# ---------------------------------------------------------------- actor
+
+
+class _Tally:
+  """Observer counting env steps and summing each copy's rewards into episode returns."""
+
+  def __init__(self, num_envs: int):
+    self._sums = np.zeros(num_envs)
+    self.finished: list[float] = []
+    self.steps = 0
+
+  def __call__(self, trajectory) -> None:
+    self.steps += int(np.sum(~trajectory.is_boundary()))
+    self._sums += np.where(trajectory.is_boundary(), 0.0, trajectory.reward)
+    ended = trajectory.is_last()
+    self.finished.extend(self._sums[ended].tolist())
+    self._sums[ended] = 0.0
+
+
+def _wait_for_variables(client, who: str, timeout: float) -> None:
+  deadline = time.monotonic() + timeout
+  said = False
+  while client.server_info()[rr.VARIABLES].current_size == 0:
+    if time.monotonic() > deadline:
+      raise PipelineError(f"{who}: no weights from a learner after {timeout:.0f} s")
+    if not said:
+      print(f"{who}: waiting for the learner's first weights", flush=True)
+      said = True
+    time.sleep(0.5)
+
+
+@gin.configurable
+def run_actor(address: str, actor_id: int, wait_timeout: float, steps_per_run: int = 256) -> int:
+  """Collects until SIGINT/SIGTERM. Copy i of actor k is seeded `seed + 1000 (k + 1) + i`.
+
+  steps_per_run: env steps (summed over this actor's copies) between weight pulls and
+    reports to the learner.
+  """
+  who = f"actor {actor_id}"
+  parts = _components(seed_offset=1_000 * (actor_id + 1))
+  plan = plan_from_gin()
+  client = rr.wait_for_server(address, wait_timeout, who)
+  env_steps = parts.metrics.env_steps.environment_steps
+  variables = variables_nest(parts.agent, parts.train_step, env_steps)
+  container = reverb_variable_container.ReverbVariableContainer(address, table_names=[rr.VARIABLES])
+  _wait_for_variables(client, who, wait_timeout)
+  container.update(variables)
+  env = parts.collect_env
+  num_envs = env.batch_size or 1
+  writer = rr.WindowWriter(client, num_envs, plan.sequence_length, plan.stride)
+  tally = _Tally(num_envs)
+  policy = py_tf_eager_policy.PyTFEagerPolicy(
+    parts.agent.collect_policy, use_tf_function=True, batch_time_steps=False
+  )
+  actor = tfa_actor.Actor(
+    env, policy, parts.train_step, steps_per_run=steps_per_run, observers=[writer, tally], metrics=[]
+  )
+  print(
+    f"{who}: collecting with {num_envs} environment copies from train step {int(parts.train_step)}",
+    flush=True,
+  )
+  stop = _Stop()
+  taken, last_print = 0, time.monotonic()
+  while stop.received is None:
+    actor.run()
+    # The rate limiter holds actors back while the learner lags (or is down).
+    while not writer.flush(timeout_ms=1_000) and stop.received is None:
+      pass
+    steps, tally.steps = tally.steps, 0
+    games = env.pop_game_returns()
+    episodes, tally.finished = tally.finished, []
+    report = {
+      "env_steps": np.int64(steps),
+      "episodes": np.int64(len(episodes)),
+      "episode_return_sum": np.float64(sum(episodes)),
+      "games": np.int64(len(games)),
+      "game_return_sum": np.float64(sum(games)),
+    }
+    client.insert(report, {rr.REPORTS: 1.0})
+    container.update(variables)
+    taken += steps
+    if time.monotonic() - last_print > 10:
+      print(f"{who}: {taken} env steps; learner at train step {int(parts.train_step)}", flush=True)
+      last_print = time.monotonic()
+  print(f"{who}: stopped after {taken} env steps", flush=True)
+  return 0
+
+
+# ---------------------------------------------------------------- learner
+
+
+class ReverbLearner:
+  """The trainer of a learner process: samples the experience table, trains, pushes the
+  weights, and counts the env steps actors report. Same interface as the in-process
+  trainers, so `run_experiment` drives it unchanged (evaluation, checkpoints, exports)."""
+
+  def __init__(self, agent, tf_env, observers, plan: Plan, address: str, wait_timeout: float):
+    self._agent = agent
+    self._plan = plan
+    self._address = address
+    self._wait_timeout = wait_timeout
+    self.env_steps_per_iteration = plan.env_steps_per_iteration
+    self._env_steps = next(o for o in observers if isinstance(o, tf_metrics.EnvironmentSteps))
+    self._variables = variables_nest(agent, agent.train_step_counter, self._env_steps.environment_steps)
+    self._games: list[float] = []
+    self._last_loss = 0.0
+    self._said = 0.0
+    self._client = None
+    self._update = tf.function(agent.train, jit_compile=not plan.on_policy, autograph=False)
+    self._train = tf.function(self._train_steps, autograph=False)
+
+  def checkpoint_items(self) -> dict:
+    return {"replay_server": _ServerCheckpoint(self)}
+
+  def initialize(self) -> None:
+    self._client = rr.wait_for_server(self._address, self._wait_timeout, "learner")
+    buffer = reverb_replay_buffer.ReverbReplayBuffer(
+      self._agent.collect_data_spec,
+      rr.EXPERIENCE,
+      sequence_length=self._plan.sequence_length,
+      server_address=self._address,
+      rate_limiter_timeout_ms=2_000,  # back to Python (signals, "waiting" lines) when starved
+    )
+    if self._plan.on_policy:
+      self._dataset = buffer.as_dataset(
+        sample_batch_size=self._plan.batch_size, num_steps=self._plan.sequence_length
+      )
+    else:
+      self._dataset = replay.make_dataset(buffer)
+    self._iterator = iter(self._dataset)
+    self._container = reverb_variable_container.ReverbVariableContainer(
+      self._address, table_names=[rr.VARIABLES]
+    )
+    self._container.push(self._variables)
+    print(f"learner: connected to {self._address}; weights pushed", flush=True)
+
+  def _train_steps(self, iterator, steps):
+    def body(i, loss):
+      experience, _ = next(iterator)
+      if self._plan.on_policy:
+        return i + 1, self._agent.train(self._agent.preprocess_sequence(experience)).loss
+      return i + 1, self._update(experience).loss
+
+    return tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), tf.constant(0.0)))[1]
+
+  def run(self, iterations: int) -> float:
+    steps = iterations * self._plan.train_steps_per_iteration
+    try:
+      self._last_loss = float(self._train(self._iterator, tf.constant(steps)))
+    except tf.errors.OutOfRangeError:  # nothing to sample for 2 s: actors absent or slow
+      self._iterator = iter(self._dataset)
+      if time.monotonic() - self._said > 10:
+        print(f"learner: waiting for experience from actors (replay at {self._address})", flush=True)
+        self._said = time.monotonic()
+    self._container.push(self._variables)
+    self._drain_reports()
+    return self._last_loss
+
+  def _drain_reports(self) -> None:
+    pending = self._client.server_info()[rr.REPORTS].current_size
+    if not pending:
+      return
+    steps = 0
+    for sample in self._client.sample(
+      rr.REPORTS, num_samples=pending, emit_timesteps=False, unpack_as_table_signature=True
+    ):
+      report = sample.data
+      steps += int(report["env_steps"])
+      games = int(report["games"])
+      if games:  # whole-game scores (Atari); one mean per report, weighted by its games
+        self._games += [float(report["game_return_sum"]) / games] * games
+      elif int(report["episodes"]):
+        self._games += [float(report["episode_return_sum"]) / int(report["episodes"])] * int(
+          report["episodes"]
+        )
+    self._env_steps.environment_steps.assign_add(steps)
+
+  def pop_game_returns(self) -> list[float]:
+    """Returns of the actors' finished games (episodes where games are not reported)."""
+    games, self._games = self._games, []
+    return games
+
+
+class _ServerCheckpoint:
+  """A learner checkpoint asks the server to checkpoint its tables too (on its own disk)."""
+
+  def __init__(self, learner: ReverbLearner):
+    self._learner = learner
+
+  def save_to(self, directory: Path) -> None:
+    Path(directory).mkdir(parents=True)
+    client = self._learner._client
+    try:
+      path = client.checkpoint() if client is not None else None
+    except Exception as e:  # noqa: BLE001  (the server may be down; the learner goes on)
+      print(f"learner: replay server checkpoint failed: {str(e).splitlines()[0]}", flush=True)
+      path = None
+    (Path(directory) / "server_checkpoint.txt").write_text(f"{path}\n")
+
+  def restore_from(self, directory: Path) -> None:
+    pass  # the server restores its own latest checkpoint when it starts
+
+
+def run_learner(root_dir: str, address: str, wait_timeout: float) -> int:
+  plan = plan_from_gin()
+  trainer = functools.partial(ReverbLearner, plan=plan, address=address, wait_timeout=wait_timeout)
+  final = experiment.run_experiment(
+    root_dir, build_fn=functools.partial(experiment.build_components, trainer_fn=trainer)
+  )
+  print("learner: final evaluation: " + json.dumps(final), flush=True)
+  return 0
+
+
+# ---------------------------------------------------------------- evaluator
+
+
+@gin.configurable
+def run_evaluator(root_dir: str, poll_seconds: float = 2.0) -> int:
+  """Evaluates every new policy export of the run (Evaluator's gin settings)."""
+  folder = rf.RunFolder(root_dir)
+  parts = _components(seed_offset=20_000)
+  evaluator = evaluation.Evaluator()
+  stop = _Stop()
+  seen = None
+  said = False
+  while stop.received is None:
+    marker = folder.path(rf.POLICY) / "saved_model.pb"
+    try:
+      stamp = marker.stat().st_mtime_ns
+    except FileNotFoundError:
+      stamp = None
+    if stamp is None or stamp == seen:
+      if stamp is None and not said:
+        print(f"eval: waiting for the first policy export in {folder.path(rf.POLICY)}", flush=True)
+        said = True
+      time.sleep(poll_seconds)
+      continue
+    seen = stamp
+    try:
+      policy = checkpoints.load_saved_policy(folder.path(rf.POLICY))
+    except (OSError, ValueError):  # caught mid-swap: try again at the next poll
+      seen = None
+      continue
+    train_step = int(policy.get_train_step())
+    result = evaluator(parts.eval_tf_env, policy)
+    record = {"train_step": train_step, "time": round(time.time(), 3), **result.summary()}
+    folder.append_metrics(record, EVAL_EXPORTS)
+    print(
+      f"eval: train step {train_step}: average return {record['average_return']:.1f} "
+      f"over {record['num_episodes']} episodes",
+      flush=True,
+    )
+  return 0

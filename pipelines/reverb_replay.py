@@ -1,0 +1,264 @@
+"""Reverb replay: the tables, the server and the writers that distributed collection uses.
+
+    pipelines-train --gin_file=gin/dqn_cartpole.gin \
+        --gin_bindings='OffPolicyTrainer.replay_fn = @reverb_replay' --root_dir=runs/reverb
+
+With that one binding an in-process experiment keeps its replay in an embedded Reverb
+server instead of a `TFUniformReplayBuffer`; `pipelines-launch` (pipelines/distributed.py)
+runs the same server as its own process for separate actors and a learner.
+
+A Reverb server holds three tables:
+  experience  trajectory windows: uniform sampling for replay agents (DQN family), a
+              queue read once for on-policy agents (PPO, A2C);
+  variables   the latest policy weights, train step and env step count (one item,
+              TF-Agents' `ReverbVariableContainer`);
+  reports     what actors tell the learner: env steps taken, episodes and their returns.
+
+Security: a Reverb server has no authentication and listens on all interfaces.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import reverb
+import tensorflow as tf
+from tf_agents.replay_buffers import reverb_replay_buffer
+from tf_agents.specs import tensor_spec
+
+import gin
+from pipelines.errors import PipelineError
+
+EXPERIENCE = "experience"
+VARIABLES = "variables"  # reverb_variable_container.DEFAULT_TABLE
+REPORTS = "reports"
+REPORT_SPEC = {
+  "env_steps": tf.TensorSpec([], tf.int64),
+  "episodes": tf.TensorSpec([], tf.int64),
+  "episode_return_sum": tf.TensorSpec([], tf.float64),
+  "games": tf.TensorSpec([], tf.int64),
+  "game_return_sum": tf.TensorSpec([], tf.float64),
+}
+SECURITY_NOTE = (
+  "note: the Reverb server has no authentication and listens on all interfaces (*:{port}); "
+  "run it only on a trusted network, behind a firewall or through an SSH tunnel"
+)
+
+
+def parse_address(address: str) -> tuple[str, int]:
+  """'HOST:PORT' -> (host, port); anything else is one clear error."""
+  host, sep, port = address.rpartition(":")
+  if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    raise PipelineError(f"bad --replay_address {address!r}: expected HOST:PORT, e.g. localhost:8008")
+  try:
+    socket.getaddrinfo(host, int(port))
+  except socket.gaierror:
+    raise PipelineError(f"bad --replay_address {address!r}: unknown host {host!r}") from None
+  return host, int(port)
+
+
+def check_port_free(port: int) -> None:
+  """Reverb aborts the process on a port in use; say so in one line instead."""
+  with socket.socket(socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET) as s:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+      s.bind(("::" if socket.has_ipv6 else "", port))
+    except OSError:
+      raise PipelineError(f"port {port} is in use; pick another with --port") from None
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("", 0))
+    return s.getsockname()[1]
+
+
+def experience_table(
+  data_spec,
+  capacity: int,
+  min_size: int,
+  samples_per_insert: float | None = None,
+  error_buffer: float | None = None,
+  queue: bool = False,
+) -> reverb.Table:
+  """Windows of trajectory steps. Uniform replay (optionally held to `samples_per_insert`
+  sampled items per inserted item, Reverb's rate limiter) or a queue read exactly once."""
+  signature = tensor_spec.add_outer_dim(tensor_spec.from_spec(data_spec))
+  if queue:
+    return reverb.Table.queue(EXPERIENCE, max_size=capacity, signature=signature)
+  if samples_per_insert:
+    # error_buffer: how far (in sampled items) actors and learner may drift apart.
+    buffer = error_buffer or max(samples_per_insert * 1_000, 2 * samples_per_insert)
+    limiter = reverb.rate_limiters.SampleToInsertRatio(samples_per_insert, max(min_size, 1), buffer)
+  else:
+    limiter = reverb.rate_limiters.MinSize(max(min_size, 1))
+  return reverb.Table(
+    EXPERIENCE,
+    sampler=reverb.selectors.Uniform(),
+    remover=reverb.selectors.Fifo(),
+    max_size=capacity,
+    rate_limiter=limiter,
+    signature=signature,
+  )
+
+
+def variables_table(variables) -> reverb.Table:
+  signature = tf.nest.map_structure(lambda v: tf.TensorSpec(v.shape, v.dtype), variables)
+  return reverb.Table(
+    VARIABLES,
+    sampler=reverb.selectors.Uniform(),
+    remover=reverb.selectors.Fifo(),
+    max_size=1,
+    rate_limiter=reverb.rate_limiters.MinSize(1),
+    signature=signature,
+  )
+
+
+def reports_table() -> reverb.Table:
+  return reverb.Table.queue(REPORTS, max_size=1_000_000, signature=REPORT_SPEC)
+
+
+def start_server(tables, port: int | None, checkpoint_dir: Path | None = None, fallback: Path | None = None):
+  """A Reverb server; with `checkpoint_dir` it loads its latest checkpoint from there."""
+  if port is not None:
+    check_port_free(port)
+  checkpointer = None
+  if checkpoint_dir is not None:
+    Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+    checkpointer = reverb.checkpointers.DefaultCheckpointer(
+      str(checkpoint_dir), fallback_checkpoint_path=str(fallback) if fallback else None
+    )
+  return reverb.Server(tables, port=port, checkpointer=checkpointer)
+
+
+def wait_for_server(address: str, timeout: float, who: str, announce: bool = True) -> reverb.Client:
+  """Waits for a server at `address` (roles start in any order); a clear error at `timeout`."""
+  parse_address(address)
+  client = reverb.Client(address)
+  deadline = time.monotonic() + timeout
+  said = 0.0 if announce else math.inf
+  while True:
+    try:
+      client.server_info(timeout=2)
+      return client
+    except Exception:  # noqa: BLE001  (grpc's errors: unavailable, deadline exceeded)
+      now = time.monotonic()
+      if now > deadline:
+        raise PipelineError(f"{who}: no replay server at {address} after {timeout:.0f} s") from None
+      if said is not math.inf and now - said > 10:
+        print(f"{who}: waiting for replay server at {address}", flush=True)
+        said = now
+      time.sleep(0.2)
+
+
+class WindowWriter:
+  """Python observer writing each environment copy's steps to Reverb as items of `length`
+  consecutive steps, one item every `stride` steps, across episode boundaries as a
+  `TFUniformReplayBuffer` would sample them (DQN masks transitions out of a last step;
+  PPO reads step types). Call it with batched trajectories: one writer per copy."""
+
+  def __init__(self, client: reverb.Client, num_envs: int, length: int, stride: int, table: str = EXPERIENCE):
+    self._writers = [client.trajectory_writer(num_keep_alive_refs=length) for _ in range(num_envs)]
+    self._counts = [0] * num_envs
+    self._length = length
+    self._stride = stride
+    self._table = table
+
+  def __call__(self, trajectory) -> None:
+    for i, writer in enumerate(self._writers):
+      writer.append(tf.nest.map_structure(lambda x, i=i: x[i], trajectory))
+      self._counts[i] += 1
+      count = self._counts[i]
+      if count >= self._length and (count - self._length) % self._stride == 0:
+        window = tf.nest.map_structure(lambda column: column[-self._length :], writer.history)
+        writer.create_item(self._table, priority=1.0, trajectory=window)
+
+  def flush(self, timeout_ms: int | None = None) -> bool:
+    """Waits until the items are in the table (the rate limiter may hold them back);
+    False when `timeout_ms` passed first."""
+    for writer in self._writers:
+      try:
+        writer.flush(timeout_ms=timeout_ms)
+      except reverb.DeadlineExceededError:
+        return False
+    return True
+
+  def close(self) -> None:
+    for writer in self._writers:
+      writer.close()
+
+
+class ReverbReplay:
+  """A replay in an embedded Reverb server, used like a TF-Agents buffer by
+  `OffPolicyTrainer`: `add_batch` inside the collection graph, `as_dataset` to sample,
+  `save_to`/`restore_from` for checkpoints (a Reverb checkpoint of the table)."""
+
+  def __init__(self, data_spec, num_envs: int, capacity: int, sequence_length: int = 2):
+    self._spec = data_spec
+    self._num_envs = num_envs
+    self._length = sequence_length
+    self._tables = lambda: [experience_table(data_spec, capacity, min_size=1)]
+    self._root = Path(tempfile.mkdtemp(prefix="reverb_replay_"))
+    self._server = start_server(self._tables(), None, self._root / "live")
+    self.address = f"localhost:{self._server.port}"
+    self._client = reverb.Client(self.address)
+    self._writer: WindowWriter | None = None
+    self._buffer = reverb_replay_buffer.ReverbReplayBuffer(
+      data_spec, EXPERIENCE, sequence_length=sequence_length, server_address=self.address
+    )
+
+  def _write(self, *flat) -> np.int64:
+    if self._writer is None:
+      self._writer = WindowWriter(self._client, self._num_envs, self._length, stride=1)
+    self._writer(tf.nest.pack_sequence_as(self._spec, list(flat)))
+    return np.int64(0)
+
+  def add_batch(self, trajectory):
+    return tf.numpy_function(self._write, tf.nest.flatten(trajectory), tf.int64, stateful=True)
+
+  def as_dataset(self, sample_batch_size=None, num_steps=None, num_parallel_calls=None):
+    return self._buffer.as_dataset(
+      sample_batch_size=sample_batch_size, num_steps=num_steps, num_parallel_calls=num_parallel_calls
+    )
+
+  def num_frames(self) -> int:
+    return int(self._client.server_info()[EXPERIENCE].current_size)
+
+  def save_to(self, directory: Path) -> None:
+    if self._writer is not None:
+      self._writer.flush()
+    path = self._client.checkpoint()
+    Path(directory).mkdir(parents=True)
+    shutil.move(path, Path(directory) / "reverb")
+
+  def restore_from(self, directory: Path) -> None:
+    """Restarts the embedded server, on the same port, from the saved table."""
+    port = self._server.port
+    if self._writer is not None:
+      self._writer.close()
+      self._writer = None
+    self._server.stop()
+    live = self._root / f"live-{time.monotonic_ns()}"
+    self._server = start_server(self._tables(), port, live, fallback=Path(directory) / "reverb")
+    self._client = wait_for_server(self.address, timeout=60, who="replay", announce=False)  # gRPC reconnects
+
+  def __del__(self):
+    shutil.rmtree(getattr(self, "_root", ""), ignore_errors=True)
+
+
+@gin.configurable
+def reverb_replay(
+  data_spec, num_envs: int, capacity: int = 100_000, sequence_length: int = 2
+) -> ReverbReplay:
+  """An in-process replay kept in an embedded Reverb server (`OffPolicyTrainer.replay_fn`).
+
+  capacity: transitions held (env steps). sequence_length: steps per sampled item, as
+  `make_dataset.num_steps` (2 for a one-step TD update).
+  """
+  return ReverbReplay(data_spec, num_envs, capacity, sequence_length)

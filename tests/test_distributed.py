@@ -1,0 +1,325 @@
+"""pipelines-launch: a Reverb server, actors, a learner and an evaluator on loopback.
+
+Every process a test starts is killed (its whole process group) when the test ends,
+passed or failed; the roles `--role=all` starts die with it (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipelines import run_folder as rf
+
+from conftest import REPO, cli_env
+
+# DQN CartPole with more frequent checkpoints; the gin file's own learning settings.
+DQN = "gin/dqn_cartpole.gin"
+PPO = "gin/ppo_cartpole.gin"
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("", 0))
+    return s.getsockname()[1]
+
+
+class Process:
+  """A `python -m pipelines.launch` process in its own session, logging to a file."""
+
+  def __init__(self, args: list[str], log: Path):
+    self.log = log
+    self._file = open(log, "w")  # noqa: SIM115  (closed in stop)
+    self.popen = subprocess.Popen(
+      [sys.executable, "-m", "pipelines.launch", *args],
+      cwd=REPO,
+      env=cli_env(),
+      stdout=self._file,
+      stderr=subprocess.STDOUT,
+      start_new_session=True,
+    )
+
+  def text(self) -> str:
+    return self.log.read_text()
+
+  def wait(self, timeout: float) -> int:
+    return self.popen.wait(timeout)
+
+  def stop(self) -> None:
+    with contextlib.suppress(ProcessLookupError):
+      os.killpg(self.popen.pid, signal.SIGKILL)
+    self.popen.wait()
+    self._file.close()
+
+
+@contextlib.contextmanager
+def processes():
+  started: list[Process] = []
+
+  def start(args, log):
+    process = Process(args, log)
+    started.append(process)
+    return process
+
+  try:
+    yield start
+  finally:
+    for process in started:
+      process.stop()
+
+
+def wait_for(condition, timeout: float, what: str, every: float = 1.0):
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    value = condition()
+    if value:
+      return value
+    time.sleep(every)
+  raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def run_launch(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+  return subprocess.run(
+    [sys.executable, "-m", "pipelines.launch", *args],
+    cwd=REPO,
+    env=cli_env(),
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
+
+
+def error_lines(stderr: str) -> list[str]:
+  return [line for line in stderr.splitlines() if line.startswith("pipelines-launch: error:")]
+
+
+def checkpoint_steps(root: Path) -> list[int]:
+  return [int(p.name.split("-")[1].split(".")[0]) for p in (root / rf.CHECKPOINTS).glob("ckpt-*.index")]
+
+
+def train_steps(root: Path) -> int:
+  records = rf.RunFolder(root).read_metrics()
+  return records[-1]["train_steps"] if records else 0
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_unknown_role_bad_address_and_busy_port_are_one_line_errors(tmp_path):
+  common = [f"--gin_file={DQN}", f"--root_dir={tmp_path / 'run'}"]
+  unknown = run_launch(*common, "--role=referee")
+  assert unknown.returncode == 2 and error_lines(unknown.stderr) == [
+    "pipelines-launch: error: unknown --role 'referee'; choose one of all, server, learner, actor, eval"
+  ], unknown.stderr
+  for address in ("nonsense", "localhost:notaport", "localhost:99999", "no-such-host.invalid:8008"):
+    bad = run_launch(*common, "--role=actor", f"--replay_address={address}")
+    assert bad.returncode == 2, bad.stderr
+    (line,) = error_lines(bad.stderr)
+    assert "bad --replay_address" in line, line
+  with socket.socket(socket.AF_INET6) as busy:
+    busy.bind(("::", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    for role in ("server", "all"):
+      taken = run_launch(*common, f"--role={role}", f"--port={port}")
+      assert taken.returncode == 2 and error_lines(taken.stderr) == [
+        f"pipelines-launch: error: port {port} is in use; pick another with --port"
+      ], taken.stderr
+  assert not (tmp_path / "run").exists()  # nothing written for refused input
+
+
+def test_a_role_waits_for_the_server_then_fails_clearly(tmp_path):
+  address = f"localhost:{free_port()}"
+  result = run_launch(
+    f"--gin_file={DQN}",
+    f"--root_dir={tmp_path / 'run'}",
+    "--role=actor",
+    f"--replay_address={address}",
+    "--wait_timeout=5",
+  )
+  assert result.returncode == 2, result.stderr
+  assert f"actor 0: waiting for replay server at {address}" in result.stdout
+  assert error_lines(result.stderr) == [
+    f"pipelines-launch: error: actor 0: no replay server at {address} after 5 s"
+  ]
+
+
+# ---------------------------------------------------------------- roles in any order, learner restart
+
+TOY = [
+  "run_experiment.num_env_steps = 6_000",
+  "run_experiment.eval_interval = 500",
+  "run_experiment.checkpoint_interval = 500",
+  "run_experiment.target_return = None",
+  "Evaluator.num_episodes = 2",
+  "eval/make_environment.num_envs = 2",
+]
+
+
+def test_roles_start_in_any_order_and_a_killed_learner_resumes(tmp_path):
+  root, port = tmp_path / "run", free_port()
+  address = f"localhost:{port}"
+  common = [f"--gin_file={DQN}", *(f"--gin_bindings={b}" for b in TOY), f"--root_dir={root}"]
+  logs = tmp_path
+  with processes() as start:
+    # Reverse order: the learner and the actor wait for the server, which comes last.
+    learner = start([*common, "--role=learner", f"--replay_address={address}"], logs / "learner.log")
+    actor = start([*common, "--role=actor", f"--replay_address={address}"], logs / "actor.log")
+    wait_for(lambda: "waiting for replay server" in learner.text(), 120, "the learner to wait")
+    wait_for(lambda: "waiting for replay server" in actor.text(), 120, "the actor to wait")
+    start([*common, "--role=server", f"--port={port}"], logs / "server.log")
+    # Learning goes on: evaluations with growing train steps, then a checkpoint.
+    wait_for(
+      lambda: train_steps(root) > 0 and list((root / rf.CHECKPOINTS).glob("ckpt-*.index")), 300, "training"
+    )
+    learner.stop()  # SIGKILL: no chance to save
+    killed_at = train_steps(root)
+    checkpoint = max(
+      int(p.name.split("-")[1].split(".")[0]) for p in (root / rf.CHECKPOINTS).glob("ckpt-*.index")
+    )
+    actor_lines = actor.text().count("\n")
+    relaunched = start([*common, "--role=learner", f"--replay_address={address}"], logs / "learner2.log")
+    wait_for(
+      lambda: f"Resuming {root} at {checkpoint} env steps" in relaunched.text(), 180, "the resume line"
+    )
+    wait_for(lambda: train_steps(root) > killed_at, 300, "training after the restart")
+    assert actor.popen.poll() is None  # the same actor process, never restarted
+    wait_for(lambda: actor.text().count("\n") > actor_lines, 120, "the actor to keep collecting")
+    assert relaunched.wait(timeout=600) == 0, relaunched.text()[-3000:]
+  records = rf.RunFolder(root).read_metrics()
+  assert records[-1]["env_steps"] >= 6_000
+  steps = [r["env_steps"] for r in records]
+  assert steps == sorted(steps)  # truncated back to the checkpoint, then monotonic
+
+
+# ---------------------------------------------------------------- learning
+
+
+def _status_lines(text: str) -> list[str]:
+  return [line for line in text.splitlines() if re.match(r"\[\d\d:\d\d\] ", line)]
+
+
+def test_dqn_with_two_actors_learns_cartpole_and_survives_an_actor_kill(tmp_path):
+  root = tmp_path / "run"
+  with processes() as start:
+    launch = start(
+      [f"--gin_file={DQN}", f"--root_dir={root}", "--num_actors=2", "--wait_timeout=120"],
+      tmp_path / "launch.log",
+    )
+    roles_file = root / rf.LOGS / "roles.json"
+    wait_for(lambda: train_steps(root) >= 500, 600, "the learner to train")
+    victim = json.loads(roles_file.read_text())["actor 0"]
+    os.kill(victim, signal.SIGKILL)
+    before = train_steps(root)
+    wait_for(lambda: "actor 0 exited with -9; restarting it" in launch.text(), 60, "the restart line")
+    wait_for(lambda: json.loads(roles_file.read_text())["actor 0"] != victim, 30, "a new actor 0")
+    wait_for(lambda: train_steps(root) > before + 500, 600, "training with the actors after the kill")
+    assert launch.wait(timeout=1_500) == 0, launch.text()[-3000:]
+  records = rf.RunFolder(root).read_metrics()
+  assert records[-1]["average_return"] >= 475, records[-1]
+  assert records[-1]["num_episodes"] == 10
+  log = (root / rf.LOGS / "actor_0.log").read_text()
+  assert log.count("collecting with") >= 2  # the restarted actor rejoined
+  exports = rf.RunFolder(root).read_metrics("eval_exports.jsonl")
+  assert exports and all("average_return" in e for e in exports)  # the evaluator followed the exports
+
+
+def test_ppo_with_two_actors_learns_cartpole(tmp_path):
+  root = tmp_path / "run"
+  result = run_launch(f"--gin_file={PPO}", f"--root_dir={root}", "--num_actors=2", "--no-eval", timeout=1_500)
+  assert result.returncode == 0, result.stderr[-3000:]
+  records = rf.RunFolder(root).read_metrics()
+  assert records[-1]["average_return"] >= 475, records[-1]
+  assert "Final evaluation: average return" in result.stdout
+
+
+@pytest.mark.parametrize("agent", [DQN])
+def test_supervisor_stops_every_role_on_sigint(tmp_path, agent):
+  root = tmp_path / "run"
+  with processes() as start:
+    launch = start([f"--gin_file={agent}", f"--root_dir={root}", "--num_actors=1"], tmp_path / "launch.log")
+    wait_for(lambda: train_steps(root) > 0, 600, "training")
+    pids = json.loads((root / rf.LOGS / "roles.json").read_text())
+    os.killpg(launch.popen.pid, signal.SIGINT)
+    assert launch.wait(timeout=300) == 130
+    for pid in pids.values():
+      with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # gone
+    assert "stopped by signal 2; run the same command to resume" in launch.text()
+  assert list((root / rf.CHECKPOINTS).glob("ckpt-*.index"))  # the learner saved on the way out
+
+
+# ---------------------------------------------------------------- single process, embedded server
+
+
+def test_reverb_replay_binding_trains_checkpoints_and_resumes(tmp_path):
+  """`OffPolicyTrainer.replay_fn = @reverb_replay`: the replay lives in an embedded Reverb
+  server, and a resumed run gets its replay back from the checkpoint."""
+  from conftest import TOY_BINDINGS, train_command
+
+  root = tmp_path / "run"
+  bindings = ["OffPolicyTrainer.replay_fn = @reverb_replay", "run_experiment.num_env_steps = 3_000"]
+  command = train_command(root, bindings=bindings)
+  with processes():
+    process = subprocess.Popen(command, cwd=REPO, env=cli_env(), stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: len(list((root / rf.CHECKPOINTS).glob("ckpt-*.replay_buffer"))) >= 2, 300, "checkpoints")
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+  saved = sorted((root / rf.CHECKPOINTS).glob("ckpt-*.replay_buffer/reverb/DONE"))
+  assert saved, "a Reverb checkpoint of the table is part of the run's checkpoint"
+  result = subprocess.run(command, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  resumed = re.search(r"Resuming .* at (\d+) env steps", result.stderr)
+  assert resumed and int(resumed.group(1)) > 0
+  assert "Restored replay_buffer" in result.stderr
+  assert json.loads(result.stdout.splitlines()[-1].removeprefix("Final evaluation: "))["env_steps"] >= 3_000
+  assert TOY_BINDINGS  # the toy settings keep this run short
+
+
+def test_reverb_replay_round_trip_keeps_every_window(tmp_path):
+  import numpy as np
+  import tensorflow as tf
+  from tf_agents.trajectories import trajectory
+
+  from pipelines import reverb_replay
+
+  spec = trajectory.Trajectory(
+    step_type=tf.TensorSpec([], tf.int32),
+    observation=tf.TensorSpec([2], tf.float32),
+    action=tf.TensorSpec([], tf.int64),
+    policy_info=(),
+    next_step_type=tf.TensorSpec([], tf.int32),
+    reward=tf.TensorSpec([], tf.float32),
+    discount=tf.TensorSpec([], tf.float32),
+  )
+
+  def step(t):  # two copies; copy c's observation is (t, c)
+    ones = tf.ones([2])
+    return trajectory.Trajectory(
+      tf.ones([2], tf.int32), tf.constant([[t, 0.0], [t, 1.0]]), tf.constant([t, t], tf.int64), (),
+      tf.ones([2], tf.int32), ones, ones,
+    )  # fmt: skip
+
+  replay = reverb_replay.reverb_replay(spec, num_envs=2, capacity=100)
+  for t in range(6):
+    replay.add_batch(step(t))
+  replay.save_to(tmp_path / "saved")
+  restored = reverb_replay.reverb_replay(spec, num_envs=2, capacity=100)
+  assert restored.num_frames() == 0
+  restored.restore_from(tmp_path / "saved")
+  assert restored.num_frames() == 10  # 5 two-step windows per copy
+  experience, _ = next(iter(restored.as_dataset(sample_batch_size=64, num_steps=2)))
+  observation = experience.observation.numpy()
+  assert np.all(observation[:, 1, 0] == observation[:, 0, 0] + 1)  # consecutive steps
+  assert np.all(observation[:, 1, 1] == observation[:, 0, 1])  # of one copy
+  assert {tuple(o) for o in observation[:, 0]} == {(t, c) for t in range(5) for c in (0.0, 1.0)}

@@ -193,6 +193,7 @@ class _Loop:
     self.metrics = metrics = parts.metrics
     self.train_step = train_step = parts.train_step
     self.eval_env = parts.eval_tf_env
+    self.eval_py_env = parts.eval_env
     self.wall_seconds = tf.Variable(0.0, dtype=tf.float64, name="wall_seconds")
     self.eval_seconds = tf.Variable(0.0, dtype=tf.float64, name="eval_seconds")
     self.checkpointer = checkpoints.Checkpointer(
@@ -334,6 +335,7 @@ class _Loop:
 
   def _evaluate(self) -> dict:
     result = self.evaluator(self.eval_env, self.agent.policy)
+    self.eval_py_env.pop_game_returns()  # evaluation games are counted by the evaluator
     self.eval_seconds.assign_add(result.seconds)
     frames = self._frames()
     games, self.game_returns = self.game_returns, []

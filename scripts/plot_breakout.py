@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipelines import plots  # noqa: E402
 from pipelines import run_folder as rf  # noqa: E402
 
-REFERENCE = Path("/work/shared/reference/dopamine_breakout_dqn_train_returns.csv")
+# The shared reference data sits beside the checkout (../shared/reference/).
+REFERENCE = Path(__file__).resolve().parents[2] / "shared/reference/dopamine_breakout_dqn_train_returns.csv"
 RANDOM_SCORE = 1.7  # Breakout, random play (Mnih et al. 2015, Extended Data Table 2)
 
 

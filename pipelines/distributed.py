@@ -218,7 +218,7 @@ def _wait_for_variables(client, who: str, timeout: float) -> None:
 
 
 @gin.configurable
-def run_actor(address: str, actor_id: int, wait_timeout: float, steps_per_run: int = 256) -> int:
+def run_actor(address: str, actor_id: int, wait_timeout: float, steps_per_run: int = 64) -> int:
   """Collects until SIGINT/SIGTERM. Copy i of actor k is seeded `seed + 1000 (k + 1) + i`.
 
   steps_per_run: env steps (summed over this actor's copies) between weight pulls and
@@ -258,6 +258,7 @@ def run_actor(address: str, actor_id: int, wait_timeout: float, steps_per_run: i
     games = env.pop_game_returns()
     episodes, tally.finished = tally.finished, []
     report = {
+      "actor_id": np.int64(actor_id),
       "env_steps": np.int64(steps),
       "episodes": np.int64(len(episodes)),
       "episode_return_sum": np.float64(sum(episodes)),
@@ -282,8 +283,11 @@ class ReverbLearner:
   weights, and counts the env steps actors report. Same interface as the in-process
   trainers, so `run_experiment` drives it unchanged (evaluation, checkpoints, exports)."""
 
-  def __init__(self, agent, tf_env, observers, plan: Plan, address: str, wait_timeout: float):
+  def __init__(
+    self, agent, tf_env, observers, plan: Plan, address: str, wait_timeout: float, push_period: int = 32
+  ):
     self._agent = agent
+    self._push_period = push_period
     self._plan = plan
     self._address = address
     self._wait_timeout = wait_timeout
@@ -332,15 +336,22 @@ class ReverbLearner:
     return tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), tf.constant(0.0)))[1]
 
   def run(self, iterations: int) -> float:
-    steps = iterations * self._plan.train_steps_per_iteration
-    try:
-      self._last_loss = float(self._train(self._iterator, tf.constant(steps)))
-    except tf.errors.OutOfRangeError:  # nothing to sample for 2 s: actors absent or slow
-      self._iterator = iter(self._dataset)
-      if time.monotonic() - self._said > 10:
-        print(f"learner: waiting for experience from actors (replay at {self._address})", flush=True)
-        self._said = time.monotonic()
-    self._container.push(self._variables)
+    """Trains `iterations` x train_steps_per_iteration gradient steps, pushing the weights
+    every `push_period` of them (on-policy: after every update)."""
+    remaining = iterations * self._plan.train_steps_per_iteration
+    period = 1 if self._plan.on_policy else max(1, self._push_period)
+    while remaining > 0:
+      steps = min(period, remaining)
+      remaining -= steps
+      try:
+        self._last_loss = float(self._train(self._iterator, tf.constant(steps)))
+      except tf.errors.OutOfRangeError:  # nothing to sample for 2 s: actors absent or slow
+        self._iterator = iter(self._dataset)
+        if time.monotonic() - self._said > 10:
+          print(f"learner: waiting for experience from actors (replay at {self._address})", flush=True)
+          self._said = time.monotonic()
+        break
+      self._container.push(self._variables)
     self._drain_reports()
     return self._last_loss
 
@@ -389,9 +400,18 @@ class _ServerCheckpoint:
     pass  # the server restores its own latest checkpoint when it starts
 
 
-def run_learner(root_dir: str, address: str, wait_timeout: float) -> int:
+@gin.configurable
+def run_learner(root_dir: str, address: str, wait_timeout: float, push_period: int = 32) -> int:
+  """The learner: `run_experiment` with a `ReverbLearner` trainer.
+
+  push_period: gradient steps between weight pushes of a replay agent (the in-process
+    loop's policy changes every `train_steps_per_iteration`); on-policy agents push after
+    every update.
+  """
   plan = plan_from_gin()
-  trainer = functools.partial(ReverbLearner, plan=plan, address=address, wait_timeout=wait_timeout)
+  trainer = functools.partial(
+    ReverbLearner, plan=plan, address=address, wait_timeout=wait_timeout, push_period=push_period
+  )
   final = experiment.run_experiment(
     root_dir, build_fn=functools.partial(experiment.build_components, trainer_fn=trainer)
   )

@@ -39,6 +39,7 @@ EXPERIENCE = "experience"
 VARIABLES = "variables"  # reverb_variable_container.DEFAULT_TABLE
 REPORTS = "reports"
 REPORT_SPEC = {
+  "actor_id": tf.TensorSpec([], tf.int64),
   "env_steps": tf.TensorSpec([], tf.int64),
   "episodes": tf.TensorSpec([], tf.int64),
   "episode_return_sum": tf.TensorSpec([], tf.float64),

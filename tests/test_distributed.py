@@ -236,7 +236,7 @@ def test_dqn_with_two_actors_learns_cartpole_and_survives_an_actor_kill(tmp_path
 
 def test_ppo_with_two_actors_learns_cartpole(tmp_path):
   root = tmp_path / "run"
-  result = run_launch(f"--gin_file={PPO}", f"--root_dir={root}", "--num_actors=2", "--no-eval", timeout=1_500)
+  result = run_launch(f"--gin_file={PPO}", f"--root_dir={root}", "--num_actors=2", "--noeval", timeout=1_500)
   assert result.returncode == 0, result.stderr[-3000:]
   records = rf.RunFolder(root).read_metrics()
   assert records[-1]["average_return"] >= 475, records[-1]

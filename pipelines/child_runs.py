@@ -124,7 +124,9 @@ def _die_with(parent_pid: int) -> None:
 class TrainProcess:
   """One `pipelines.train` child writing to its own log file."""
 
-  def __init__(self, command: list[str], log_path: Path):
+  def __init__(self, command: list[str], log_path: Path, own_session: bool = False):
+    """own_session: keep the child out of the terminal's process group, so Ctrl-C reaches
+    only the parent, which then stops its children in its own order."""
     self.command = command
     self.log_path = log_path
     self.started = time.monotonic()
@@ -142,6 +144,7 @@ class TrainProcess:
         stdin=subprocess.DEVNULL,
         env=env,
         preexec_fn=lambda: _die_with(parent_pid),
+        start_new_session=own_session,
       )
 
   @property

@@ -112,7 +112,8 @@ class _Role:
     from pipelines import child_runs
 
     command = [sys.executable, "-m", "pipelines.launch", *self.args]
-    self.process = child_runs.TrainProcess(command, self.log)
+    # Own session: Ctrl-C must not reach the server before the learner has saved.
+    self.process = child_runs.TrainProcess(command, self.log, own_session=True)
     self.pid = self.process.pid
 
 

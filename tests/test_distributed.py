@@ -243,11 +243,10 @@ def test_ppo_with_two_actors_learns_cartpole(tmp_path):
   assert "Final evaluation: average return" in result.stdout
 
 
-@pytest.mark.parametrize("agent", [DQN])
-def test_supervisor_stops_every_role_on_sigint(tmp_path, agent):
+def test_supervisor_stops_every_role_on_sigint(tmp_path):
   root = tmp_path / "run"
   with processes() as start:
-    launch = start([f"--gin_file={agent}", f"--root_dir={root}", "--num_actors=1"], tmp_path / "launch.log")
+    launch = start([f"--gin_file={DQN}", f"--root_dir={root}", "--num_actors=1"], tmp_path / "launch.log")
     wait_for(lambda: train_steps(root) > 0, 600, "training")
     pids = json.loads((root / rf.LOGS / "roles.json").read_text())
     os.killpg(launch.popen.pid, signal.SIGINT)

@@ -363,7 +363,7 @@ class ReverbLearner:
     for sample in self._client.sample(
       rr.REPORTS, num_samples=pending, emit_timesteps=False, unpack_as_table_signature=True
     ):
-      report = sample.data
+      report = {key: np.asarray(value).item() for key, value in sample.data.items()}
       steps += int(report["env_steps"])
       games = int(report["games"])
       if games:  # whole-game scores (Atari); one mean per report, weighted by its games

@@ -35,6 +35,7 @@ from pipelines import cli  # noqa: E402
 
 cli.quiet_libraries()
 
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tf_agents.experimental.distributed import reverb_variable_container  # noqa: E402
 from tf_agents.policies import random_tf_policy  # noqa: E402
@@ -113,7 +114,9 @@ def _drain(client, with_ids: bool = False) -> list[tuple[int, int]]:
   samples = client.sample(
     rr.REPORTS, num_samples=pending, emit_timesteps=False, unpack_as_table_signature=True
   )
-  out = [(int(s.data["actor_id"]), int(s.data["env_steps"])) for s in samples]
+  out = [
+    (int(np.asarray(s.data["actor_id"]).item()), int(np.asarray(s.data["env_steps"]).item())) for s in samples
+  ]
   return out if with_ids else []
 
 

@@ -53,7 +53,7 @@ _MAX_RESTARTS = 5
 
 def _check_flags() -> None:
   """Flag mistakes fail in a second, before TensorFlow is imported."""
-  from pipelines import reverb_replay as rr
+  from pipelines import addresses as rr
 
   if FLAGS.role not in ROLES:
     raise cli.PipelineError(f"unknown --role {FLAGS.role!r}; choose one of {', '.join(ROLES)}")

@@ -356,7 +356,13 @@ class ReverbLearner:
     return self._last_loss
 
   def _drain_reports(self) -> None:
-    pending = self._client.server_info()[rr.REPORTS].current_size
+    try:
+      pending = self._client.server_info(timeout=30)[rr.REPORTS].current_size
+    except Exception as e:  # noqa: BLE001  (grpc: unavailable, deadline exceeded)
+      # Exit (a supervisor restarts the learner, which then waits for the server).
+      raise PipelineError(
+        f"learner: lost the replay server at {self._address}: {str(e).splitlines()[0]}"
+      ) from None
     if not pending:
       return
     steps = 0
@@ -390,6 +396,8 @@ class _ServerCheckpoint:
     Path(directory).mkdir(parents=True)
     client = self._learner._client
     try:
+      if client is not None:
+        client.server_info(timeout=5)  # checkpoint() has no timeout: never call it on a dead server
       path = client.checkpoint() if client is not None else None
     except Exception as e:  # noqa: BLE001  (the server may be down; the learner goes on)
       print(f"learner: replay server checkpoint failed: {str(e).splitlines()[0]}", flush=True)

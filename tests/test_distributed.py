@@ -60,6 +60,12 @@ class Process:
       os.killpg(self.popen.pid, signal.SIGKILL)
     self.popen.wait()
     self._file.close()
+    # Roles of `--role=all` run in their own sessions and get SIGTERM when the supervisor
+    # dies; one blocked on a dead server would outlive the test: kill them too.
+    for roles in self.log.parent.glob("**/logs/roles.json"):
+      for pid in json.loads(roles.read_text()).values():
+        with contextlib.suppress(ProcessLookupError):
+          os.killpg(pid, signal.SIGKILL)
 
 
 @contextlib.contextmanager

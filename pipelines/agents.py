@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import gin
 import tensorflow as tf
 from tf_agents.agents import tf_agent
 from tf_agents.agents.categorical_dqn import categorical_dqn_agent
@@ -24,7 +25,6 @@ from tf_agents.agents.reinforce import reinforce_agent as tfa_reinforce_agent
 from tf_agents.specs import tensor_spec
 from tf_agents.utils import common
 
-import gin
 from pipelines import a2c, networks, ppo
 from pipelines.errors import PipelineError
 

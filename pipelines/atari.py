@@ -25,10 +25,9 @@ from __future__ import annotations
 import re
 
 import ale_py
+import gin
 import gymnasium as gym
 import numpy as np
-
-import gin
 
 gym.register_envs(ale_py)
 

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import gin
+
 from pipelines import cli
 from pipelines import run_folder as rf
 from pipelines.errors import PipelineError

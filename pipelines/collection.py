@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 
+import gin
 from tf_agents.drivers import dynamic_episode_driver, dynamic_step_driver
 from tf_agents.metrics import tf_metrics
-
-import gin
 
 
 @dataclasses.dataclass

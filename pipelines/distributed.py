@@ -32,6 +32,7 @@ import signal
 import time
 from pathlib import Path
 
+import gin
 import numpy as np
 import tensorflow as tf
 from tf_agents.experimental.distributed import reverb_variable_container
@@ -40,7 +41,6 @@ from tf_agents.policies import py_tf_eager_policy
 from tf_agents.replay_buffers import reverb_replay_buffer
 from tf_agents.train import actor as tfa_actor
 
-import gin
 from pipelines import checkpoints, evaluation, experiment, learning, replay
 from pipelines import reverb_replay as rr
 from pipelines import run_folder as rf

@@ -20,13 +20,13 @@ import difflib
 from collections.abc import Callable
 from typing import Any
 
+import gin
 import gymnasium as gym
 import numpy as np
 from tf_agents.environments import py_environment
 from tf_agents.specs import array_spec
 from tf_agents.trajectories import time_step as ts
 
-import gin
 from pipelines.errors import PipelineError
 
 _FIRST, _MID, _LAST = (np.int32(t) for t in (ts.StepType.FIRST, ts.StepType.MID, ts.StepType.LAST))

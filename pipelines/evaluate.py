@@ -32,9 +32,9 @@ FLAGS = flags.FLAGS
 
 def _evaluate() -> int:
   cli.quiet_libraries()
+  import gin
   from tf_agents.environments import tf_py_environment
 
-  import gin
   from pipelines import checkpoints, configurables, evaluation  # noqa: F401
   from pipelines import run_folder as rf
 

@@ -12,12 +12,11 @@ from __future__ import annotations
 import dataclasses
 import time
 
+import gin
 import numpy as np
 import tensorflow as tf
 from tf_agents.environments import tf_environment
 from tf_agents.policies import random_tf_policy
-
-import gin
 
 
 @dataclasses.dataclass

@@ -20,13 +20,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import gin
 import numpy as np
 import tensorflow as tf
 import tqdm
 from tf_agents.agents import tf_agent
 from tf_agents.environments import py_environment, tf_environment, tf_py_environment
 
-import gin
 from pipelines import checkpoints, collection, environments, evaluation, learning, plots
 from pipelines import run_folder as rf
 from pipelines.agents import ActionSpaceError

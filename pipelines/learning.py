@@ -20,13 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import gin
 import tensorflow as tf
 from tf_agents.agents import tf_agent
 from tf_agents.environments import tf_environment
 from tf_agents.policies import random_tf_policy
 from tf_agents.replay_buffers import tf_uniform_replay_buffer
 
-import gin
 from pipelines import collection, replay
 
 

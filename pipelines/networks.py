@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import gin
 import tensorflow as tf
 from tf_agents.networks import (
   actor_distribution_network,
@@ -23,8 +24,6 @@ from tf_agents.networks import categorical_q_network as tfa_categorical_q_networ
 from tf_agents.networks import q_network as tfa_q_network
 from tf_agents.networks import value_network as tfa_value_network
 from tf_agents.specs import tensor_spec
-
-import gin
 
 gin.external_configurable(tf.keras.activations.relu, module="tf.keras.activations")
 gin.external_configurable(tf.keras.activations.tanh, module="tf.keras.activations")

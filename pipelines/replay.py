@@ -13,12 +13,11 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import gin
 import numpy as np
 import tensorflow as tf
 from tf_agents.replay_buffers import replay_buffer, tf_uniform_replay_buffer
 from tf_agents.trajectories import time_step as ts
-
-import gin
 
 
 @gin.configurable

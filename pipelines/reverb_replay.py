@@ -25,13 +25,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import gin
 import numpy as np
 import reverb
 import tensorflow as tf
 from tf_agents.replay_buffers import reverb_replay_buffer
 from tf_agents.specs import tensor_spec
 
-import gin
 from pipelines.addresses import check_port_free, free_port, parse_address  # noqa: F401  (re-exported)
 from pipelines.errors import PipelineError
 

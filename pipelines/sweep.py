@@ -27,9 +27,9 @@ import tokenize
 from collections.abc import Sequence
 from pathlib import Path
 
+import gin
 from absl import app, flags
 
-import gin
 from pipelines import child_runs, cli
 from pipelines import run_folder as rf
 from pipelines.errors import PipelineError

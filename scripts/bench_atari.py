@@ -32,10 +32,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import gin  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import gin  # noqa: E402
 from pipelines import cli, configurables, replay  # noqa: E402
 from pipelines.atari import ale_py, gym  # noqa: E402
 

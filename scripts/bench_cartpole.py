@@ -102,9 +102,9 @@ def pendulum_budget(seed: int) -> dict:
 
 def loop_throughput(eager: bool, iterations: int, fc_layer_params: tuple[int, ...]) -> float:
   """Env steps/s of collect + train with one gradient step per env step."""
+  import gin
   import tensorflow as tf
 
-  import gin
   from pipelines import cli, configurables
 
   gin.clear_config()

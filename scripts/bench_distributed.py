@@ -35,12 +35,12 @@ from pipelines import cli  # noqa: E402
 
 cli.quiet_libraries()
 
+import gin  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tf_agents.experimental.distributed import reverb_variable_container  # noqa: E402
 from tf_agents.policies import random_tf_policy  # noqa: E402
 
-import gin  # noqa: E402
 from pipelines import (  # noqa: E402
   collection,
   configurables,  # noqa: E402, F401

@@ -78,6 +78,7 @@ def test_discrete_agent_on_pendulum_is_refused_at_start_up(tmp_path, gin_file, b
 
 def test_on_policy_trainer_collects_trains_and_clears():
   import gin
+
   from pipelines import cli, configurables
 
   gin.clear_config()

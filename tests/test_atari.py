@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 
+import gin
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -16,7 +17,6 @@ from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
 
-import gin
 from pipelines import atari, cli, configurables, environments, replay  # noqa: F401 (configurables)
 from pipelines import run_folder as rf
 

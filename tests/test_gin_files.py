@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
+import gin
 import pytest
 
-import gin
 from pipelines import cli, configurables  # noqa: F401
 
 GIN_DIR = Path(__file__).resolve().parent.parent / "gin"

@@ -333,3 +333,45 @@ def test_reverb_replay_round_trip_keeps_every_window(tmp_path):
   assert np.all(observation[:, 1, 0] == observation[:, 0, 0] + 1)  # consecutive steps
   assert np.all(observation[:, 1, 1] == observation[:, 0, 1])  # of one copy
   assert {tuple(o) for o in observation[:, 0]} == {(t, c) for t in range(5) for c in (0.0, 1.0)}
+
+
+# ---------------------------------------------------------------- what the roles agree on
+
+
+@pytest.mark.parametrize(
+  ("gin_file", "bindings", "expected"),
+  [
+    # 4 gradient steps x 64 transitions per 8 env steps: 32 samples per inserted transition.
+    (DQN, [], dict(on_policy=False, sequence_length=2, stride=1, samples_per_insert=32.0, min_size=1_000)),
+    (DQN, ["OffPolicyTrainer.train_steps_per_iteration = 8"], dict(samples_per_insert=64.0)),
+    # 256 env steps over 8 copies: queue items of 32 steps, 8 per update.
+    (PPO, [], dict(on_policy=True, sequence_length=32, stride=32, batch_size=8, capacity=8)),
+  ],
+)
+def test_plan_keeps_the_single_process_ratios(gin_file, bindings, expected):
+  import gin
+
+  from pipelines import cli, configurables, distributed  # noqa: F401
+
+  gin.clear_config()
+  try:
+    cli.parse_gin([str(REPO / gin_file)], bindings)
+    plan = distributed.plan_from_gin()
+  finally:
+    gin.clear_config()
+  assert {key: getattr(plan, key) for key in expected} == expected
+
+
+def test_plan_refuses_whole_episode_batches():
+  import gin
+
+  from pipelines import cli, configurables, distributed  # noqa: F401
+  from pipelines.errors import PipelineError
+
+  gin.clear_config()
+  try:
+    cli.parse_gin([str(REPO / "gin/reinforce_cartpole.gin")], [])
+    with pytest.raises(PipelineError, match="whole-episode batches"):
+      distributed.plan_from_gin()
+  finally:
+    gin.clear_config()

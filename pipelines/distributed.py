@@ -29,6 +29,7 @@ import functools
 import inspect
 import json
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -180,8 +181,7 @@ def run_server(root_dir: str, port: int) -> int:
   print(f"server: replay server listening on port {port}, checkpoints in {directory}", flush=True)
   while stop.received is None:
     time.sleep(0.5)
-  client = rr.wait_for_server(f"localhost:{port}", 10, "server")
-  print(f"server: stopping; checkpoint {client.checkpoint()}", flush=True)
+  print(f"server: stopping; checkpoint {server.localhost_client().checkpoint()}", flush=True)
   server.stop()
   return 0
 
@@ -302,7 +302,22 @@ class ReverbLearner:
     self._train = tf.function(self._train_steps, autograph=False)
 
   def checkpoint_items(self) -> dict:
-    return {"replay_server": _ServerCheckpoint(self)}
+    return {"replay_server": self}  # save_to / restore_from below
+
+  def save_to(self, directory: Path) -> None:
+    """A learner checkpoint asks the server to checkpoint its tables too (on its own disk)."""
+    Path(directory).mkdir(parents=True)
+    path = None
+    try:
+      if self._client is not None:
+        self._client.server_info(timeout=5)  # checkpoint() has no timeout: not on a dead server
+        path = self._client.checkpoint()
+    except Exception as e:  # noqa: BLE001  (the server may be down; the learner goes on)
+      print(f"learner: replay server checkpoint failed: {str(e).splitlines()[0]}", flush=True)
+    (Path(directory) / "server_checkpoint.txt").write_text(f"{path}\n")
+
+  def restore_from(self, directory: Path) -> None:
+    pass  # the server restores its own latest checkpoint when it starts
 
   def initialize(self) -> None:
     self._client = rr.wait_for_server(self._address, self._wait_timeout, "learner")
@@ -357,55 +372,28 @@ class ReverbLearner:
 
   def _drain_reports(self) -> None:
     try:
-      pending = self._client.server_info(timeout=30)[rr.REPORTS].current_size
+      reports = rr.drain_reports(self._client)
     except Exception as e:  # noqa: BLE001  (grpc: unavailable, deadline exceeded)
-      # Exit (a supervisor restarts the learner, which then waits for the server).
-      raise PipelineError(
-        f"learner: lost the replay server at {self._address}: {str(e).splitlines()[0]}"
-      ) from None
-    if not pending:
-      return
-    steps = 0
-    for sample in self._client.sample(
-      rr.REPORTS, num_samples=pending, emit_timesteps=False, unpack_as_table_signature=True
-    ):
-      report = {key: np.asarray(value).item() for key, value in sample.data.items()}
-      steps += int(report["env_steps"])
-      games = int(report["games"])
-      if games:  # whole-game scores (Atari); one mean per report, weighted by its games
-        self._games += [float(report["game_return_sum"]) / games] * games
-      elif int(report["episodes"]):
-        self._games += [float(report["episode_return_sum"]) / int(report["episodes"])] * int(
-          report["episodes"]
-        )
-    self._env_steps.environment_steps.assign_add(steps)
+      # Exit 1, not a user error: a supervisor restarts the learner, which waits for the server.
+      reason = (str(e).splitlines() or [type(e).__name__])[0]
+      print(f"learner: lost the replay server at {self._address} ({reason})", file=sys.stderr, flush=True)
+      raise SystemExit(1) from None
+    for report in reports:
+      # Whole-game scores where the environment reports games (Atari), else episode returns;
+      # one mean per report, repeated once per game so that means over the list weigh it.
+      count, total = (
+        (report["games"], report["game_return_sum"])
+        if report["games"]
+        else (report["episodes"], report["episode_return_sum"])
+      )
+      if count:
+        self._games += [total / count] * count
+    self._env_steps.environment_steps.assign_add(sum(report["env_steps"] for report in reports))
 
   def pop_game_returns(self) -> list[float]:
     """Returns of the actors' finished games (episodes where games are not reported)."""
     games, self._games = self._games, []
     return games
-
-
-class _ServerCheckpoint:
-  """A learner checkpoint asks the server to checkpoint its tables too (on its own disk)."""
-
-  def __init__(self, learner: ReverbLearner):
-    self._learner = learner
-
-  def save_to(self, directory: Path) -> None:
-    Path(directory).mkdir(parents=True)
-    client = self._learner._client
-    try:
-      if client is not None:
-        client.server_info(timeout=5)  # checkpoint() has no timeout: never call it on a dead server
-      path = client.checkpoint() if client is not None else None
-    except Exception as e:  # noqa: BLE001  (the server may be down; the learner goes on)
-      print(f"learner: replay server checkpoint failed: {str(e).splitlines()[0]}", flush=True)
-      path = None
-    (Path(directory) / "server_checkpoint.txt").write_text(f"{path}\n")
-
-  def restore_from(self, directory: Path) -> None:
-    pass  # the server restores its own latest checkpoint when it starts
 
 
 @gin.configurable

@@ -114,7 +114,6 @@ class _Role:
     command = [sys.executable, "-m", "pipelines.launch", *self.args]
     # Own session: Ctrl-C must not reach the server before the learner has saved.
     self.process = child_runs.TrainProcess(command, self.log, own_session=True)
-    self.pid = self.process.pid
 
 
 def _supervise() -> int:
@@ -207,7 +206,7 @@ def _supervise() -> int:
 
 def _write_pids(logs: Path, roles: list[_Role]) -> None:
   """`logs/roles.json`: each role's process id, for `kill` or `ps` (rewritten on restarts)."""
-  text = json.dumps({r.name: r.pid for r in roles}, indent=1) + "\n"
+  text = json.dumps({r.name: r.process.pid for r in roles}, indent=1) + "\n"
   (logs / "roles.json.tmp").write_text(text)
   (logs / "roles.json.tmp").replace(logs / "roles.json")
 

@@ -130,6 +130,15 @@ def wait_for_server(address: str, timeout: float, who: str, announce: bool = Tru
       time.sleep(0.2)
 
 
+def drain_reports(client: reverb.Client, timeout: int = 30) -> list[dict]:
+  """Takes every pending actor report off the reports queue, as Python scalars."""
+  pending = client.server_info(timeout=timeout)[REPORTS].current_size
+  if not pending:
+    return []
+  samples = client.sample(REPORTS, num_samples=pending, emit_timesteps=False, unpack_as_table_signature=True)
+  return [{key: np.asarray(value).item() for key, value in sample.data.items()} for sample in samples]
+
+
 class WindowWriter:
   """Python observer writing each environment copy's steps to Reverb as items of `length`
   consecutive steps, one item every `stride` steps, across episode boundaries as a

@@ -36,7 +36,6 @@ from pipelines import cli  # noqa: E402
 cli.quiet_libraries()
 
 import gin  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tf_agents.experimental.distributed import reverb_variable_container  # noqa: E402
 from tf_agents.policies import random_tf_policy  # noqa: E402
@@ -84,15 +83,15 @@ def measure_collection(gin_file: str, actor_counts: list[int], seconds: float) -
       for i in range(n)
     ]  # fmt: skip
     try:
-      _drain(client)  # reports of earlier rounds
+      rr.drain_reports(client)  # reports of earlier rounds
       seen: set[int] = set()
       while len(seen) < n:  # every actor has started (TF start-up, tracing)
-        seen |= {i for i, _ in _drain(client, with_ids=True)}
+        seen |= {report["actor_id"] for report in rr.drain_reports(client)}
         time.sleep(0.5)
-      _drain(client)
+      rr.drain_reports(client)
       start = time.perf_counter()
       time.sleep(seconds)
-      steps = sum(s for _, s in _drain(client, with_ids=True))
+      steps = sum(report["env_steps"] for report in rr.drain_reports(client))
       rates[n] = steps / (time.perf_counter() - start)
       print(
         f"  {n} actor(s): {rates[n]:,.0f} env steps/s ({rates[n] / rates[actor_counts[0]]:.2f}x)", flush=True
@@ -105,19 +104,6 @@ def measure_collection(gin_file: str, actor_counts: list[int], seconds: float) -
   learner(parts, plan, address, client)
   server.stop()
   return rates
-
-
-def _drain(client, with_ids: bool = False) -> list[tuple[int, int]]:
-  pending = client.server_info()[rr.REPORTS].current_size
-  if not pending:
-    return []
-  samples = client.sample(
-    rr.REPORTS, num_samples=pending, emit_timesteps=False, unpack_as_table_signature=True
-  )
-  out = [
-    (int(np.asarray(s.data["actor_id"]).item()), int(np.asarray(s.data["env_steps"]).item())) for s in samples
-  ]
-  return out if with_ids else []
 
 
 def learner(parts, plan, address: str, client) -> None:

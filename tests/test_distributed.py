@@ -20,18 +20,13 @@ from pathlib import Path
 import pytest
 
 from pipelines import run_folder as rf
+from pipelines.addresses import free_port
 
 from conftest import REPO, cli_env
 
 # DQN CartPole with more frequent checkpoints; the gin file's own learning settings.
 DQN = "gin/dqn_cartpole.gin"
 PPO = "gin/ppo_cartpole.gin"
-
-
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("", 0))
-    return s.getsockname()[1]
 
 
 class Process:

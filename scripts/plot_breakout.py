@@ -4,7 +4,9 @@
 
 Writes <out_dir>/<run>_train.csv (train_metrics.jsonl: whole-game training returns per log
 interval), <out_dir>/<run>_eval.csv (metrics.jsonl: evaluations) and
-<out_dir>/<run>_vs_dopamine.png (training return vs frames with the reference curve).
+<out_dir>/<run>_vs_dopamine.png (training return vs frames with the reference curve), and
+prints the comparison at matched frames: per 1M-frame iteration (Dopamine's unit), the mean
+return of all training games that ended in it beside Dopamine's mean and min-max.
 """
 
 from __future__ import annotations
@@ -29,6 +31,18 @@ def write_csv(records: list[dict], path: Path) -> None:
     writer = csv.DictWriter(f, fieldnames=fields)
     writer.writeheader()
     writer.writerows(records)
+
+
+def per_iteration(train: list[dict], frames_per_iteration: int = 1_000_000) -> dict[int, tuple[float, int]]:
+  """{iteration: (mean training-game return, games)}; iteration i holds frames (i, i+1]M."""
+  sums: dict[int, list[float]] = {}
+  for record in train:
+    if record.get("train_games") and record.get("train_game_return") is not None:
+      iteration = (record["frames"] - 1) // frames_per_iteration
+      total = sums.setdefault(iteration, [0.0, 0])
+      total[0] += record["train_game_return"] * record["train_games"]
+      total[1] += record["train_games"]
+  return {i: (total / games, games) for i, (total, games) in sorted(sums.items())}
 
 
 def main() -> None:
@@ -57,6 +71,12 @@ def main() -> None:
     random_score=RANDOM_SCORE,
     title=f"DQN Breakout ({name}): {frames / 1e6:.2f}M frames",
   )
+  print("iteration (M frames) | this run: mean training-game return (games) | Dopamine mean [min, max]")
+  rows = {int(r["iteration_0idx"]): r for r in reference}
+  for i, (mean, games) in per_iteration(train).items():
+    ref = rows.get(i)
+    dopamine = f"{ref['mean_train_return_5runs']} [{ref['min']}, {ref['max']}]" if ref else "-"
+    print(f"{i}-{i + 1}M | {mean:.2f} ({games}) | {dopamine}")
   print(f"{name}: {frames} frames, {len(train)} training records, {len(evals)} evaluations -> {out}")
 
 

@@ -42,7 +42,7 @@ from tf_agents.policies import py_tf_eager_policy
 from tf_agents.replay_buffers import reverb_replay_buffer
 from tf_agents.train import actor as tfa_actor
 
-from pipelines import checkpoints, evaluation, experiment, learning, replay
+from pipelines import checkpoints, cli, evaluation, experiment, learning, replay
 from pipelines import reverb_replay as rr
 from pipelines import run_folder as rf
 from pipelines.errors import PipelineError
@@ -313,7 +313,7 @@ class ReverbLearner:
         self._client.server_info(timeout=5)  # checkpoint() has no timeout: not on a dead server
         path = self._client.checkpoint()
     except Exception as e:  # noqa: BLE001  (the server may be down; the learner goes on)
-      print(f"learner: replay server checkpoint failed: {str(e).splitlines()[0]}", flush=True)
+      print(f"learner: replay server checkpoint failed: {cli.first_line(e)}", flush=True)
     (Path(directory) / "server_checkpoint.txt").write_text(f"{path}\n")
 
   def restore_from(self, directory: Path) -> None:
@@ -375,8 +375,11 @@ class ReverbLearner:
       reports = rr.drain_reports(self._client)
     except Exception as e:  # noqa: BLE001  (grpc: unavailable, deadline exceeded)
       # Exit 1, not a user error: a supervisor restarts the learner, which waits for the server.
-      reason = (str(e).splitlines() or [type(e).__name__])[0]
-      print(f"learner: lost the replay server at {self._address} ({reason})", file=sys.stderr, flush=True)
+      print(
+        f"learner: lost the replay server at {self._address} ({cli.first_line(e)})",
+        file=sys.stderr,
+        flush=True,
+      )
       raise SystemExit(1) from None
     for report in reports:
       # Whole-game scores where the environment reports games (Atari), else episode returns;

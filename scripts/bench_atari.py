@@ -1,21 +1,25 @@
 """Atari benchmark: Nature-CNN update speed, loop speed, collection overhead, replay memory.
 
-    .venv/bin/python scripts/bench_atari.py                      # (a)-(d), ~5 min on 2 cores
+    .venv/bin/python scripts/bench_atari.py                      # (a)-(d), ~3 min on 2 cores
     .venv/bin/python scripts/bench_atari.py --skip_memory        # (a)-(c) only
     .venv/bin/python scripts/bench_atari.py --num_envs=8 --save_restore
 
-(a) train steps/s of the Nature CNN update alone (batch 32, RMSprop), in one compiled loop
-    reading batches from the frame-stack replay, as the trainer does;
+(a) train steps/s of the Nature CNN update alone (batch 32, RMSprop) in one compiled loop,
+    on one fixed batch, and reading each batch from the frame-stack replay as the trainer does;
 (b) agent steps/s of the whole collect-train loop at one gradient step per 4 agent steps,
     and its ratio to 4 x (a) (target >= 0.85);
-(c) collection-only agent steps/s through the same loop (Nature CNN epsilon-greedy policy,
-    replay adds) over ale-py's AtariVectorEnv, and its ratio to the raw AtariVectorEnv
-    stepped with random actions on the same number of envs and threads (target >= 0.8);
+(c) collection-only agent steps/s through the loop (ale-py's AtariVectorEnv behind the
+    adapter, TF-Agents' driver, replay adds, training metrics) against the raw
+    AtariVectorEnv on the same number of envs and threads, both with uniform random
+    actions: the loop's own cost (target >= 0.8). Then the same loop with the Nature-CNN
+    epsilon-greedy collect policy, whose forward pass raw ale-py does not run;
 (d) resident memory of a full 1M-transition frame-stack replay (target <= 8 GB), filled
     with random frames in life-episodes of 50 steps; --save_restore also times writing and
     reading it as a checkpoint.
-All figures of one invocation come from the same machine state; the machine is shared, so
-compare ratios, and note the load average printed first.
+Agent steps are counted alike on both sides: steps whose action acts. The step that
+auto-resets a copy after its episode ended (ale-py's NEXT_STEP mode) is not one; the loop's
+counter (TF-Agents' EnvironmentSteps) skips it too. Each ratio is the median over --rounds
+interleaved rounds, so that a slow spell of the shared machine hits both sides of a ratio.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,13 +52,13 @@ def rss_gb() -> float:
   return float("nan")
 
 
-def build(num_envs: int, fast: bool, train_steps: int):
+def build(num_envs: int, fast: bool, train_steps: int, initial_collect_steps: int = 2_000):
   gin.clear_config()
   bindings = [
     f"collect/make_environment.num_envs = {num_envs}",
     f"OffPolicyTrainer.collect_steps_per_iteration = {4 * num_envs}",
     f"OffPolicyTrainer.train_steps_per_iteration = {train_steps * num_envs}",
-    "OffPolicyTrainer.initial_collect_steps = 2_000",
+    f"OffPolicyTrainer.initial_collect_steps = {initial_collect_steps}",
     "frame_stack_replay.capacity = 20_000",
     "eval/make_environment.num_envs = 1",
   ]
@@ -65,48 +70,95 @@ def build(num_envs: int, fast: bool, train_steps: int):
   return parts
 
 
-def timed(fn, warmup, *args) -> float:
-  fn(*args) if warmup else None
+def timed(fn, *args) -> tuple[float, float]:
+  """(seconds, result) of one call."""
   start = time.perf_counter()
-  fn(*args)
-  return time.perf_counter() - start
+  result = fn(*args)
+  return time.perf_counter() - start, result
 
 
-def bench_update(parts, steps: int) -> float:
+def update_fn(parts, steps: int, sample: bool) -> Callable[[], int]:
+  """`steps` Nature-CNN updates in one compiled loop, on batches sampled from the
+  frame-stack replay as the trainer does (sample=True) or on one fixed batch (the update
+  alone)."""
   trainer = parts.trainer
+  fixed, _ = next(trainer._iterator)
 
   @tf.function(autograph=False)
   def updates(n):
     def body(i, loss):
-      experience, _ = next(trainer._iterator)
+      experience = next(trainer._iterator)[0] if sample else fixed
       return i + 1, trainer._update(experience).loss
 
     return tf.while_loop(lambda i, _: i < n, body, (tf.constant(0), tf.constant(0.0)))
 
   updates(tf.constant(5))
-  return steps / timed(updates, False, tf.constant(steps))
+  return lambda: updates(tf.constant(steps)) and steps
 
 
-def bench_loop(parts, agent_steps: int) -> float:
+def counted(parts, run: Callable[[], object]) -> Callable[[], int]:
+  """`run`, returning the agent steps it took by the loop's own counter."""
+  counter = parts.metrics.env_steps
+
+  def call() -> int:
+    before = int(counter.result())
+    run()
+    return int(counter.result()) - before
+
+  return call
+
+
+def loop_fn(parts, agent_steps: int) -> Callable[[], int]:
+  """The trainer's collect(+train) iterations for about `agent_steps` agent steps."""
   trainer = parts.trainer
   iterations = max(1, agent_steps // trainer.env_steps_per_iteration)
   trainer.run(2)
-  return iterations * trainer.env_steps_per_iteration / timed(trainer.run, False, iterations)
+  return counted(parts, lambda: trainer.run(iterations))
 
 
-def bench_raw(num_envs: int, agent_steps: int) -> float:
+def random_collect_fn(parts) -> Callable[[], int]:
+  """The loop's initial-collect driver: uniform random actions through the adapter, the
+  driver, replay adds and metrics (OffPolicyTrainer.initial_collect_steps agent steps)."""
+  trainer = parts.trainer
+  run = tf.function(trainer._initial_driver.run, autograph=False)
+
+  def collect():
+    trainer._time_step, _ = run(trainer._time_step)
+
+  collect()
+  return counted(parts, collect)
+
+
+def raw_fn(num_envs: int, agent_steps: int) -> Callable[[], int]:
+  """Raw AtariVectorEnv stepped with random actions; counts steps whose action acts."""
   env = ale_py.vector_env.AtariVectorEnv(
     "breakout", num_envs, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP, life_loss_info=True
   )
   env.reset(seed=0)
   rng = np.random.default_rng(0)
-  steps = max(1, agent_steps // num_envs)
-  start = time.perf_counter()
-  for _ in range(steps):
-    env.step(rng.integers(0, 4, num_envs))
-  seconds = time.perf_counter() - start
-  env.close()
-  return steps * num_envs / seconds
+  ended = np.zeros(num_envs, bool)
+
+  def run() -> int:
+    nonlocal ended
+    steps = 0
+    for _ in range(max(1, agent_steps // num_envs)):
+      _, _, terminated, truncated, _ = env.step(rng.integers(0, 4, num_envs))
+      steps += int(np.count_nonzero(~ended))  # an ended copy's next step only resets it
+      ended = terminated | truncated
+    return steps
+
+  run()
+  return run
+
+
+def rounds(fns: dict[str, Callable[[], int]], n: int) -> dict[str, np.ndarray]:
+  """Per-call rates (counted units per second) of each fn, interleaved over n rounds."""
+  rates = {name: [] for name in fns}
+  for _ in range(n):
+    for name, fn in fns.items():
+      seconds, units = timed(fn)
+      rates[name].append(units / seconds)
+  return {name: np.array(r) for name, r in rates.items()}
 
 
 def bench_memory(capacity: int, save_restore: bool) -> None:
@@ -132,10 +184,10 @@ def bench_memory(capacity: int, save_restore: bool) -> None:
   if save_restore:
     folder = Path(tempfile.mkdtemp(dir=REPO / "runs")) / "replay"
     try:
-      seconds = timed(store.save_to, False, folder)
+      seconds, _ = timed(store.save_to, folder)
       size = sum(f.stat().st_size for f in folder.iterdir()) / 2**30
       print(f"    checkpoint save: {seconds:.1f} s for {size:.2f} GiB", flush=True)
-      print(f"    checkpoint restore: {timed(store.restore_from, False, folder):.1f} s")
+      print(f"    checkpoint restore: {timed(store.restore_from, folder)[0]:.1f} s")
     finally:
       shutil.rmtree(folder.parent, ignore_errors=True)
 
@@ -158,8 +210,10 @@ def _spec():
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--num_envs", type=int, default=4, help="copies for (b) and (c)")
-  parser.add_argument("--train_steps", type=int, default=200, help="gradient steps timed in (a)")
-  parser.add_argument("--agent_steps", type=int, default=2_000, help="agent steps timed in (b), (c)")
+  parser.add_argument("--train_steps", type=int, default=40, help="gradient steps per round of (a)")
+  parser.add_argument("--agent_steps", type=int, default=400, help="agent steps per round of (b), (c)")
+  parser.add_argument("--collect_steps", type=int, default=4_000, help="agent steps per round of (c)")
+  parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds per ratio")
   parser.add_argument("--capacity", type=int, default=1_000_000)
   parser.add_argument("--skip_memory", action="store_true")
   parser.add_argument("--save_restore", action="store_true")
@@ -169,23 +223,39 @@ def main() -> None:
         f"{[d.device_type for d in tf.config.list_physical_devices()]}", flush=True)  # fmt: skip
 
   parts = build(args.num_envs, fast=True, train_steps=1)
-  update = bench_update(parts, args.train_steps)
-  print(f"(a) Nature CNN update, batch 32: {update:.1f} train steps/s", flush=True)
-  loop = bench_loop(parts, args.agent_steps)
+  fns = {"update": update_fn(parts, args.train_steps, sample=False)}
+  fns["sampled"] = update_fn(parts, args.train_steps, sample=True)
+  fns["loop"] = loop_fn(parts, args.agent_steps)
+  r = rounds(fns, args.rounds)
+  parts.close()
+  ratio = r["loop"] / (4 * r["update"])
   print(
-    f"(b) collect + train loop, 1 gradient step per 4 agent steps ({args.num_envs} envs, ale-py "
-    f"vector env): {loop:.1f} agent steps/s = {loop / (4 * update):.2f} x 4 x (a); target >= 0.85",
+    f"(a) Nature CNN update, batch 32: {np.median(r['update']):.1f} train steps/s alone "
+    f"({np.median(r['sampled']):.1f} reading each batch from the replay, as the trainer does)",
     flush=True,
   )
-  parts.close()
-  parts = build(args.num_envs, fast=True, train_steps=0)
-  collect = bench_loop(parts, args.agent_steps)
-  parts.close()
-  raw = bench_raw(args.num_envs, args.agent_steps * 4)
   print(
-    f"(c) collection only through the loop: {collect:.0f} agent steps/s; raw AtariVectorEnv "
-    f"({args.num_envs} envs, random actions): {raw:.0f} agent steps/s; ratio {collect / raw:.2f}; "
-    "target >= 0.8",
+    f"(b) collect + train loop, 1 gradient step per 4 agent steps ({args.num_envs} envs, ale-py "
+    f"vector env): {np.median(r['loop']):.1f} agent steps/s = {np.median(ratio):.2f} x 4 x (a) "
+    f"[rounds {ratio.min():.2f}-{ratio.max():.2f}]; target >= 0.85",
+    flush=True,
+  )
+  parts = build(args.num_envs, fast=True, train_steps=0, initial_collect_steps=args.collect_steps)
+  fns = {"raw": raw_fn(args.num_envs, args.collect_steps), "random": random_collect_fn(parts)}
+  fns["policy"] = loop_fn(parts, args.collect_steps)
+  r = rounds(fns, args.rounds)
+  parts.close()
+  raw, loop, policy = (np.median(r[k]) for k in ("raw", "random", "policy"))
+  ratio, policy_ratio = r["random"] / r["raw"], r["policy"] / r["raw"]
+  print(
+    f"(c) collection only, uniform random actions ({args.num_envs} envs, same threads): through the "
+    f"loop {loop:.0f} agent steps/s; raw AtariVectorEnv {raw:.0f}; ratio {np.median(ratio):.2f} "
+    f"[rounds {ratio.min():.2f}-{ratio.max():.2f}]; target >= 0.8",
+    flush=True,
+  )
+  print(
+    f"    with the Nature-CNN epsilon-greedy collect policy: {policy:.0f} agent steps/s = "
+    f"{np.median(policy_ratio):.2f} x raw (the network's forward pass, which raw ale-py does not run)",
     flush=True,
   )
   if not args.skip_memory:

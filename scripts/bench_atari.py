@@ -70,7 +70,7 @@ def build(num_envs: int, fast: bool, train_steps: int, initial_collect_steps: in
   return parts
 
 
-def timed(fn, *args) -> tuple[float, float]:
+def timed(fn, *args) -> tuple[float, object]:
   """(seconds, result) of one call."""
   start = time.perf_counter()
   result = fn(*args)
@@ -92,8 +92,12 @@ def update_fn(parts, steps: int, sample: bool) -> Callable[[], int]:
 
     return tf.while_loop(lambda i, _: i < n, body, (tf.constant(0), tf.constant(0.0)))
 
-  updates(tf.constant(5))
-  return lambda: updates(tf.constant(steps)) and steps
+  def run() -> int:
+    updates(tf.constant(steps))
+    return steps
+
+  run()
+  return run
 
 
 def counted(parts, run: Callable[[], object]) -> Callable[[], int]:

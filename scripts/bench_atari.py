@@ -41,7 +41,11 @@ import gin  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from pipelines import cli, configurables, replay  # noqa: E402
+from pipelines import cli  # noqa: E402
+
+cli.quiet_libraries()  # before tf-agents imports the old gym, and gin's search-path misses
+
+from pipelines import configurables, replay  # noqa: E402
 from pipelines.atari import ale_py, gym  # noqa: E402
 
 

@@ -57,7 +57,6 @@ def experience_table(
   capacity: int,
   min_size: int,
   samples_per_insert: float | None = None,
-  error_buffer: float | None = None,
   queue: bool = False,
 ) -> reverb.Table:
   """Windows of trajectory steps. Uniform replay (optionally held to `samples_per_insert`
@@ -66,10 +65,10 @@ def experience_table(
   if queue:
     return reverb.Table.queue(EXPERIENCE, max_size=capacity, signature=signature)
   if samples_per_insert:
-    # error_buffer: how far (in sampled items) actors and learner may drift apart. Default:
-    # a 10% tolerance on the ratio over the replay start (Acme's convention), so that the
-    # learner trains at most ~min_size / 10 inserts ahead of the data, as in-process does.
-    buffer = error_buffer or max(0.1 * samples_per_insert * min_size, 2 * samples_per_insert)
+    # The error buffer: how far (in sampled items) actors and learner may drift apart. A 10%
+    # tolerance on the ratio over the replay start (Acme's convention), so that the learner
+    # trains at most ~min_size / 10 inserts ahead of the data, as in-process does.
+    buffer = max(0.1 * samples_per_insert * min_size, 2 * samples_per_insert)
     limiter = reverb.rate_limiters.SampleToInsertRatio(samples_per_insert, max(min_size, 1), buffer)
   else:
     limiter = reverb.rate_limiters.MinSize(max(min_size, 1))

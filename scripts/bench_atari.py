@@ -56,7 +56,8 @@ def rss_gb() -> float:
   return float("nan")
 
 
-def build(num_envs: int, fast: bool, train_steps: int, initial_collect_steps: int = 2_000):
+def build(num_envs: int, train_steps: int, initial_collect_steps: int = 2_000):
+  """The Nature experiment's parts, collecting on ale-py's fast path with `num_envs` copies."""
   gin.clear_config()
   bindings = [
     f"collect/make_environment.num_envs = {num_envs}",
@@ -65,9 +66,8 @@ def build(num_envs: int, fast: bool, train_steps: int, initial_collect_steps: in
     f"OffPolicyTrainer.initial_collect_steps = {initial_collect_steps}",
     "frame_stack_replay.capacity = 20_000",
     "eval/make_environment.num_envs = 1",
+    "collect/make_environment.vector_env_fn = @atari_vector_env",
   ]
-  if fast:
-    bindings.append("collect/make_environment.vector_env_fn = @atari_vector_env")
   cli.parse_gin([str(REPO / "gin/dqn_breakout_nature.gin")], bindings)
   parts = configurables.experiment.build_components()
   parts.trainer.initialize()
@@ -137,20 +137,24 @@ def random_collect_fn(parts) -> Callable[[], int]:
   return counted(parts, collect)
 
 
-def raw_fn(num_envs: int, agent_steps: int) -> Callable[[], int]:
-  """Raw AtariVectorEnv stepped with random actions; counts steps whose action acts."""
+def raw_env(num_envs: int):
   env = ale_py.vector_env.AtariVectorEnv(
     "breakout", num_envs, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP, life_loss_info=True
   )
   env.reset(seed=0)
+  return env
+
+
+def raw_fn(env, agent_steps: int) -> Callable[[], int]:
+  """Raw AtariVectorEnv stepped with random actions; counts steps whose action acts."""
   rng = np.random.default_rng(0)
-  ended = np.zeros(num_envs, bool)
+  ended = np.zeros(env.num_envs, bool)
 
   def run() -> int:
     nonlocal ended
     steps = 0
-    for _ in range(max(1, agent_steps // num_envs)):
-      _, _, terminated, truncated, _ = env.step(rng.integers(0, 4, num_envs))
+    for _ in range(max(1, agent_steps // env.num_envs)):
+      _, _, terminated, truncated, _ = env.step(rng.integers(0, 4, env.num_envs))
       steps += int(np.count_nonzero(~ended))  # an ended copy's next step only resets it
       ended = terminated | truncated
     return steps
@@ -230,7 +234,7 @@ def main() -> None:
   print(f"load average {os.getloadavg()} on {os.cpu_count()} cores; TF devices "
         f"{[d.device_type for d in tf.config.list_physical_devices()]}", flush=True)  # fmt: skip
 
-  parts = build(args.num_envs, fast=True, train_steps=1)
+  parts = build(args.num_envs, train_steps=1)
   fns = {"update": update_fn(parts, args.train_steps, sample=False)}
   fns["sampled"] = update_fn(parts, args.train_steps, sample=True)
   fns["loop"] = loop_fn(parts, args.agent_steps)
@@ -248,10 +252,12 @@ def main() -> None:
     f"[rounds {ratio.min():.2f}-{ratio.max():.2f}]; target >= 0.85",
     flush=True,
   )
-  parts = build(args.num_envs, fast=True, train_steps=0, initial_collect_steps=args.collect_steps)
-  fns = {"raw": raw_fn(args.num_envs, args.collect_steps), "random": random_collect_fn(parts)}
+  parts = build(args.num_envs, train_steps=0, initial_collect_steps=args.collect_steps)
+  env = raw_env(args.num_envs)
+  fns = {"raw": raw_fn(env, args.collect_steps), "random": random_collect_fn(parts)}
   fns["policy"] = loop_fn(parts, args.collect_steps)
   r = rounds(fns, args.rounds)
+  env.close()
   parts.close()
   raw, loop, policy = (np.median(r[k]) for k in ("raw", "random", "policy"))
   ratio, policy_ratio = r["random"] / r["raw"], r["policy"] / r["raw"]

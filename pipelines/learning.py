@@ -14,6 +14,16 @@ agents share one loop:
 
 Python-level calls into TensorFlow cost ~0.4 ms each on this 2-core machine, so a call
 runs many iterations: the per-step work never returns to Python.
+
+Exact budgets with batched copies: one iteration is a fixed number of *batched* env steps
+(`collect / copies` calls of `env.step`). TF-Agents' `DynamicStepDriver` alone counts only
+steps whose action acts, not the step that restarts a copy after LAST, and keeps stepping
+until it has counted its budget, so an iteration took up to 2N-1 extra steps with N
+copies: fewer gradient steps per env step than configured, and an on-policy buffer that
+overwrote its oldest steps. Here the off-policy trainer owes `train / collect` gradient
+steps per env step actually taken (restart steps excluded, as SB3 and the metrics count
+them) and pays them every iteration; an on-policy batch is exactly `collect / copies`
+steps per copy, none overwritten.
 """
 
 from __future__ import annotations
@@ -26,6 +36,8 @@ from tf_agents.agents import tf_agent
 from tf_agents.environments import tf_environment
 from tf_agents.policies import random_tf_policy
 from tf_agents.replay_buffers import tf_uniform_replay_buffer
+from tf_agents.trajectories import time_step as ts
+from tf_agents.trajectories import trajectory
 
 from pipelines import collection, replay
 
@@ -98,12 +110,17 @@ class OffPolicyTrainer(_GraphLoop):
       )
     self.env_steps_per_iteration = collect_steps_per_iteration
     self._train_steps_per_iteration = train_steps_per_iteration
+    self._batched_steps = collect_steps_per_iteration // num_envs
     self._initial_collect_steps = initial_collect_steps
     self._init_loop(agent, tf_env)
     self.replay = replay_fn(agent.collect_data_spec, num_envs)
     observers = [self.replay.add_batch, *observers]
+    # Env steps taken by the collect policy, and gradient steps owed for them, in units of
+    # 1 / collect_steps_per_iteration gradient steps (integers: the ratio stays exact).
+    self.collected = tf.Variable(0, dtype=tf.int64, trainable=False, name="collected_env_steps")
+    self._owed = tf.Variable(0, dtype=tf.int64, trainable=False, name="owed_train_units")
     self._driver = collection.step_driver(
-      tf_env, agent.collect_policy, observers, collect_steps_per_iteration
+      tf_env, agent.collect_policy, [*observers, self._count_steps], collect_steps_per_iteration
     )
     random_policy = random_tf_policy.RandomTFPolicy(tf_env.time_step_spec(), tf_env.action_spec())
     self._initial_driver = collection.step_driver(
@@ -123,12 +140,23 @@ class OffPolicyTrainer(_GraphLoop):
       self._time_step, _ = run(self._env.reset())
     self._iterator = iter(self._dataset)
 
+  def _count_steps(self, traj: trajectory.Trajectory):
+    return self.collected.assign_add(tf.reduce_sum(tf.cast(~traj.is_boundary(), tf.int64)))
+
   def _iteration(self, time_step, policy_state):
-    time_step, policy_state = self._driver.run(time_step, policy_state)
-    loss = tf.constant(0.0)
-    for _ in range(self._train_steps_per_iteration):
+    before = self.collected.read_value()
+    time_step, policy_state = self._driver.run(
+      time_step, policy_state, maximum_iterations=self._batched_steps
+    )
+    owed = self._owed + (self.collected - before) * self._train_steps_per_iteration
+    steps = owed // self.env_steps_per_iteration
+    self._owed.assign(owed - steps * self.env_steps_per_iteration)
+
+    def train(k, _):
       experience, _ = next(self._iterator)
-      loss = self._update(experience).loss
+      return k + 1, self._update(experience).loss
+
+    _, loss = tf.while_loop(lambda k, _: k < steps, train, (tf.constant(0, tf.int64), tf.constant(0.0)))
     return time_step, policy_state, loss
 
 
@@ -144,8 +172,13 @@ class OnPolicyTrainer(_GraphLoop):
   collect_per_iteration: env steps (step driver) or episodes (episode driver) per
     iteration, summed over the batched copies.
   steps_per_env: env steps the buffer holds per copy; None: collect_per_iteration /
-    copies, what a step driver fills. An episode driver needs room for its longest
-    iteration (e.g. episodes per copy x the episode cap); older steps are overwritten.
+    copies, what a step driver fills. An episode driver stops when the buffer is full
+    (e.g. episodes per copy x the episode cap), so nothing is overwritten; an episode
+    still running then is left out of the loss (REINFORCE masks steps after the last end).
+
+  A step-driver batch is followed by one more step per copy, the time step the driver
+  stopped at, so that the last collected step bootstraps from V(s_T) as in SB3 and
+  OpenAI baselines; without it TF-Agents' PPO cannot use the batch's last step.
   """
 
   def __init__(
@@ -167,6 +200,8 @@ class OnPolicyTrainer(_GraphLoop):
         f"the {num_envs} environment copies"
       )
     steps_per_env = steps_per_env or collect_per_iteration // num_envs
+    self._batched_steps = steps_per_env
+    self._bootstrap_step = not by_episodes
     # The loop only uses this to size its graph calls; for episodes it is an upper bound.
     self.env_steps_per_iteration = steps_per_env * num_envs if by_episodes else collect_per_iteration
     self._init_loop(agent, tf_env)
@@ -183,10 +218,29 @@ class OnPolicyTrainer(_GraphLoop):
   def initialize(self) -> None:
     pass
 
+  def _with_final_step(self, experience, time_step, policy_state):
+    """Appends the step the driver stopped at (its observation, value and step type)."""
+    action_step = self._agent.collect_policy.action(time_step, policy_state)
+    final = trajectory.Trajectory(
+      step_type=time_step.step_type,
+      observation=time_step.observation,
+      action=action_step.action,
+      policy_info=action_step.info,
+      next_step_type=tf.fill(tf.shape(time_step.step_type), ts.StepType.MID),
+      reward=tf.zeros_like(time_step.reward),
+      discount=tf.ones_like(time_step.discount),
+    )
+    return tf.nest.map_structure(lambda b, f: tf.concat([b, f[:, None]], axis=1), experience, final)
+
   def _iteration(self, time_step, policy_state):
-    time_step, policy_state = self._driver.run(time_step, policy_state)
+    time_step, policy_state = self._driver.run(
+      time_step, policy_state, maximum_iterations=self._batched_steps
+    )
+    experience = self.replay.gather_all()
+    if self._bootstrap_step:
+      experience = self._with_final_step(experience, time_step, policy_state)
     # preprocess_sequence: PPO's values, returns and advantages, once per batch.
-    experience = self._agent.preprocess_sequence(self.replay.gather_all())
+    experience = self._agent.preprocess_sequence(experience)
     loss = self._agent.train(experience).loss
     with tf.control_dependencies([loss]):  # clear only after training read the batch
       cleared = self.replay.clear()

@@ -19,13 +19,11 @@ from collections.abc import Callable
 import gin
 import tensorflow as tf
 from tf_agents.agents import tf_agent
-from tf_agents.agents.categorical_dqn import categorical_dqn_agent
 from tf_agents.agents.dqn import dqn_agent as tfa_dqn_agent
-from tf_agents.agents.reinforce import reinforce_agent as tfa_reinforce_agent
 from tf_agents.specs import tensor_spec
 from tf_agents.utils import common
 
-from pipelines import a2c, networks, ppo
+from pipelines import a2c, c51, networks, ppo, reinforce
 from pipelines.errors import PipelineError
 
 gin.external_configurable(tf.keras.optimizers.Adam, module="tf.keras.optimizers")
@@ -89,7 +87,9 @@ def dqn_agent(
   td_errors_loss_fn: Callable = common.element_wise_huber_loss,
   gradient_clipping: float | None = None,
 ) -> tf_agent.TFAgent:
-  """DQN (Mnih et al. 2015) or a subclass such as `DdqnAgent` via `agent_class`.
+  """DQN (Mnih et al. 2015) or a subclass such as `DdqnAgent` via `agent_class`: one-step
+  TD targets r + gamma * d * max Q(s'), so a time-limit end (d = 1) bootstraps from its last
+  observation and a terminal (d = 0) does not.
 
   target_update_period: gradient steps between target-network updates.
   epsilon_schedule: called with the environment-step counter; its duration is env steps.
@@ -109,6 +109,14 @@ def dqn_agent(
     gradient_clipping=gradient_clipping,
     train_step_counter=train_step,
   )
+  # A gin binding such as `DqnAgent.n_step_update = 3` reaches the class past this factory.
+  # TF-Agents' n-step DQN targets (`trajectory.to_n_step_transition`) run on past a
+  # time-limit end into the next episode; `c51_agent` has n-step targets that stop there.
+  if agent.train_sequence_length not in (None, 2):
+    raise PipelineError(
+      f"{agent_class.__name__} with n_step_update > 1 is refused: TF-Agents' n-step targets sum "
+      "rewards across the end of an episode; use c51_agent(n_step_update=...) for n-step targets"
+    )
   agent.initialize()
   return agent
 
@@ -134,11 +142,12 @@ def c51_agent(
 
   min_q_value, max_q_value: support of the distribution, in return units (CartPole with
     gamma 0.99: returns lie in [0, 100]).
-  n_step_update: env steps per TD target (the dataset must sample n_step_update + 1 steps).
+  n_step_update: env steps per TD target (the dataset must sample n_step_update + 1 steps);
+    a target stops at the first episode end in its window (`pipelines.c51`).
   target_update_period: gradient steps between target-network updates.
   """
   require_discrete_actions(action_spec, "CategoricalDqnAgent")
-  agent = categorical_dqn_agent.CategoricalDqnAgent(
+  agent = c51.C51Agent(
     time_step_spec,
     action_spec,
     categorical_q_network=network_fn(time_step_spec.observation, action_spec),
@@ -271,12 +280,14 @@ def reinforce_agent(
   """REINFORCE (Williams 1992), `ReinforceAgent`: Monte Carlo returns of whole episodes.
 
   value_network_fn: None for plain REINFORCE; `@value_network` adds a learned baseline
-    (advantage = return - V(s)), trained with weight `value_estimation_loss_coef`.
+    (advantage = return - V(s)), trained with weight `value_estimation_loss_coef`. With a
+    baseline a time-limit end bootstraps from V(s_last); without one it counts as a
+    terminal, there being no value to bootstrap from (`pipelines.reinforce`).
   normalize_returns: standardise the returns (or advantages) over each batch.
   """
   actor_net = actor_network_fn(time_step_spec.observation, action_spec)
   value_net = value_network_fn(time_step_spec.observation) if value_network_fn else None
-  agent = tfa_reinforce_agent.ReinforceAgent(
+  agent = reinforce.ReinforceAgent(
     time_step_spec,
     action_spec,
     actor_network=actor_net,

@@ -109,7 +109,10 @@ class VectorEnvironment(py_environment.PyEnvironment):
 
   With NEXT_STEP autoreset, the call after a copy's episode ends resets that copy and
   ignores its action: that step becomes a FIRST step with reward 0, exactly what
-  TF-Agents drivers and replay expect after a LAST step.
+  TF-Agents drivers and replay expect after a LAST step. An environment that breaks this
+  contract (ale-py's `life_loss_info` ends an episode without a reset, so the next call is
+  a real step) would lose that step's reward and any end it reports; such a call raises
+  instead. `atari.atari_vector_env` restores the contract for ale-py.
   """
 
   def __init__(
@@ -166,13 +169,23 @@ class VectorEnvironment(py_environment.PyEnvironment):
     observation, reward, terminated, truncated, info = self._env.step(action)
     if "_episode" in info:  # gymnasium's RecordEpisodeStatistics convention
       self._game_returns.extend(np.asarray(info["episode"]["r"])[info["_episode"]].tolist())
-    step_type, discount = _step_fields(terminated, truncated, self._discount)
     restarted = self._ended  # these copies were reset by this call
+    broken = restarted & (np.logical_or(terminated, truncated) | (np.asarray(reward) != 0))
+    if broken.any():
+      raise PipelineError(
+        f"{self.name}: copies {np.flatnonzero(broken).tolist()} report a reward or an end on the call"
+        " after their episode ended, which must reset them (gymnasium NEXT_STEP autoreset);"
+        " an environment that ends episodes without resetting needs a wrapper that restarts them"
+      )
+    step_type, discount = _step_fields(terminated, truncated, self._discount)
     step_type[restarted] = _FIRST
-    discount[restarted] = self._discount
-    reward = np.where(restarted, np.float32(0.0), reward).astype(np.float32)
     self._ended = step_type == _LAST
-    return ts.TimeStep(step_type, reward, discount, np.asarray(observation, self._observation_spec.dtype))
+    return ts.TimeStep(
+      step_type,
+      np.asarray(reward, np.float32),
+      discount,
+      np.asarray(observation, self._observation_spec.dtype),
+    )
 
   def pop_game_returns(self) -> list[float]:
     """Scores of the games finished since the last call, as the environment reported them.

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -40,7 +41,8 @@ def test_preprocessing_and_stacking():
 
 def test_training_env_is_the_game_with_life_episodes_and_clipped_rewards():
   """The training env (life-loss episodes, clipped rewards) replays the very same game as an
-  unclipped whole-game env fed the same actions, and reports the whole game's score."""
+  unclipped whole-game env fed the same actions (and the NOOP that starts each new life),
+  and reports the whole game's score."""
   train = atari.atari_env(episodic_life=True, clip_rewards=True)
   game = atari.atari_env(episodic_life=False, clip_rewards=False)
   obs_t, _ = train.reset(seed=3)
@@ -48,7 +50,7 @@ def test_training_env_is_the_game_with_life_episodes_and_clipped_rewards():
   rng = np.random.default_rng(0)
   score, life_episodes = 0.0, 0
   for _ in range(5_000):
-    np.testing.assert_array_equal(obs_t, obs_g)
+    np.testing.assert_array_equal(obs_t[-1], obs_g[-1])  # older frames: zeroed after a life loss
     action = int(rng.integers(4))
     obs_t, r_t, term_t, trunc_t, info_t = train.step(action)
     obs_g, r_g, term_g, trunc_g, info_g = game.step(action)
@@ -58,10 +60,13 @@ def test_training_env_is_the_game_with_life_episodes_and_clipped_rewards():
       assert term_t or trunc_t
       assert info_t["episode"]["r"] == score == info_g["episode"]["r"]
       break
-    if term_t:  # a life lost: the episode ends, the game goes on
+    if term_t:  # a life lost: the episode ends, the game goes on with one NOOP step
       life_episodes += 1
       assert "episode" not in info_t
       obs_t, _ = train.reset()
+      obs_g, r_g, *_ = game.step(atari.NOOP)
+      score += r_g
+      assert not obs_t[:3].any()  # the new life's stack starts from zeros
   else:
     pytest.fail("no game ended")
   assert life_episodes == 4  # Breakout: 5 lives
@@ -88,12 +93,11 @@ def test_vector_env_matches_the_wrapper_observation_contract():
   lives_lost = 0
   for before, after in zip(emitted, emitted[1:], strict=False):
     for row in range(2):
-      slides = np.array_equal(after.observation[row, :3], before.observation[row, 1:])
-      if after.step_type[row] != FIRST:
-        assert slides  # oldest first, one new frame per step
-      elif after.observation[row, :3].any():
-        assert slides  # a life lost: new episode, the game (and its stack) goes on
-        lives_lost += 1
+      if after.step_type[row] != FIRST:  # oldest first, one new frame per step
+        np.testing.assert_array_equal(after.observation[row, :3], before.observation[row, 1:])
+      else:  # a new life (or game) starts from zeros, as in DeepMind's replay
+        assert not after.observation[row, :3].any() and after.observation[row, 3].any()
+        lives_lost += before.discount[row] == 0.0
   assert lives_lost >= 2
   assert set(np.unique(np.concatenate([t.reward for t in emitted]))) <= {0.0, 1.0}
   wrapped.close()
@@ -126,37 +130,42 @@ def _data_spec():
   )
 
 
+@pytest.mark.parametrize("zero_stack", [True, False], ids=["zero_stack", "carried_stack"])
 @pytest.mark.parametrize("fast", [False, True], ids=["wrappers", "vector_env"])
-def test_replay_rebuilds_emitted_stacks_across_episode_starts(fast, tmp_path):
+def test_replay_rebuilds_emitted_stacks_across_episode_starts(fast, zero_stack, tmp_path):
   num_envs, steps, capacity = 2, 500, 2 * 150  # the ring wraps around three times
   if fast:
-    env = environments.make_environment(vector_env_fn=atari.atari_vector_env, num_envs=num_envs)
+    env = environments.make_environment(
+      vector_env_fn=lambda num_envs: atari.atari_vector_env(num_envs, zero_stack_on_life_loss=zero_stack),
+      num_envs=num_envs,
+    )
   else:
-    env = environments.make_environment(env_fn=atari.atari_env, num_envs=num_envs)
+    env = environments.make_environment(
+      env_fn=lambda: atari.atari_env(zero_stack_on_life_loss=zero_stack), num_envs=num_envs
+    )
   emitted = _step_all(env, steps, np.random.default_rng(2))
   store = replay.FrameStore(_data_spec(), num_envs, capacity, seed=0)
   for i, t in enumerate(emitted):
-    action = np.full(num_envs, i, np.int64)  # the step number, to check alignment
+    # The action field carries (step, row) so that each sample names its exact origin.
+    action = i * num_envs + np.arange(num_envs, dtype=np.int64)
     store.add(t.observation, t.step_type, [t.step_type, action, t.step_type, t.reward, t.discount])
   assert any(t.step_type[r] == FIRST for t in emitted[-140:] for r in range(num_envs))
 
   def check(store):
     stacks, others, ids = store.sample(256, 2)
     step_types, actions = others[0], others[1]
-    np.testing.assert_array_equal(actions, ids)
+    np.testing.assert_array_equal(actions // num_envs, ids)
+    rows = actions % num_envs
+    np.testing.assert_array_equal(rows[:, 0], rows[:, 1])  # a run stays in its row
     for b in range(256):
-      row = [r for r in range(num_envs) if emitted[ids[b, 0]].step_type[r] == step_types[b, 0]]
-      assert row
-      matches = [
-        r
-        for r in range(num_envs)
-        if all(np.array_equal(stacks[b, s], emitted[ids[b, s]].observation[r]) for s in range(2))
-      ]
-      assert matches, f"sampled stack at step {ids[b]} differs from every emitted one"
-    return stacks, ids
+      for s in range(2):
+        t = emitted[ids[b, s]]
+        assert step_types[b, s] == t.step_type[rows[b, s]]
+        np.testing.assert_array_equal(stacks[b, s], t.observation[rows[b, s]], err_msg=f"step {ids[b, s]}")
+    return ids, rows
 
-  stacks, ids = check(store)
-  starts = sum(emitted[i].step_type[r] == FIRST for i in ids[:, 1] for r in range(num_envs))
+  ids, rows = check(store)
+  starts = sum(emitted[i].step_type[r] == FIRST for i, r in zip(ids[:, 1], rows[:, 1], strict=True))
   assert starts > 0 and ids.min() >= len(emitted) - capacity // num_envs
   store.save_to(tmp_path / "replay")
   restored = replay.FrameStore(_data_spec(), num_envs, capacity, seed=0)
@@ -165,9 +174,31 @@ def test_replay_rebuilds_emitted_stacks_across_episode_starts(fast, tmp_path):
   env.close()
 
 
+def _resident_bytes() -> int:
+  with open("/proc/self/statm") as f:
+    return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def test_replay_memory_is_one_frame_per_step():
-  store = replay.FrameStore(_data_spec(), num_envs=4, capacity=1_000)
-  assert store._frames.nbytes == 1_000 * 84 * 84
+  """Filling the store grows the process by one 84x84 frame per step, not a 4-frame stack."""
+  num_envs, steps = 2, 10_000
+  frame = 84 * 84
+  store = replay.FrameStore(_data_spec(), num_envs=num_envs, capacity=num_envs * steps)
+  observation = np.random.default_rng(0).integers(1, 255, (num_envs, 4, 84, 84), np.uint8)
+  step_type = np.full(num_envs, MID, np.int32)
+  others = [
+    step_type,
+    np.zeros(num_envs, np.int64),
+    step_type,
+    np.zeros(num_envs, np.float32),
+    np.ones(num_envs, np.float32),
+  ]
+  before = _resident_bytes()
+  for _ in range(steps):
+    store.add(observation, step_type, others)
+  grown = _resident_bytes() - before
+  frames = num_envs * steps * frame  # 141 MB; whole stacks would be 4x that
+  assert 0.95 * frames < grown < 1.25 * frames, grown / frames
 
 
 def test_toy_breakout_run_is_killed_and_resumes_with_its_replay(tmp_path):
@@ -204,7 +235,8 @@ def test_toy_breakout_run_is_killed_and_resumes_with_its_replay(tmp_path):
   # One gradient step per 4 agent steps after 100 random ones: had the replay come back
   # empty, the resumed run would have collected 100 random steps again and trained less.
   assert records[-1]["env_steps"] == 400 and records[-1]["train_steps"] == (400 - 100) // 4
-  assert records[-1]["frames"] == 1_600
+  # frames = frames_per_env_step x env_steps: tests/test_atari_protocols.py checks that
+  # against the emulator's own frame counter.
   train = rf.RunFolder(root).read_metrics(rf.TRAIN_METRICS)
   assert [r["env_steps"] for r in train] == sorted(r["env_steps"] for r in train)
 

@@ -134,8 +134,11 @@ class OffPolicyTrainer(_GraphLoop):
     return {"replay_buffer": self.replay}
 
   def initialize(self) -> None:
-    """Fills the replay with random-policy steps unless it was restored non-empty."""
-    if self._initial_collect_steps > 0 and int(self.replay.num_frames()) == 0:
+    """Fills the replay with random-policy steps unless it was restored non-empty; a
+    restored replay's episodes are ended, since the environment restarts anew."""
+    if int(self.replay.num_frames()) > 0:
+      self.replay.end_stored_episodes()
+    elif self._initial_collect_steps > 0:
       run = tf.function(self._initial_driver.run, autograph=False)
       self._time_step, _ = run(self._env.reset())
     self._iterator = iter(self._dataset)

@@ -20,12 +20,33 @@ from tf_agents.replay_buffers import replay_buffer, tf_uniform_replay_buffer
 from tf_agents.trajectories import time_step as ts
 
 
+class UniformReplay(tf_uniform_replay_buffer.TFUniformReplayBuffer):
+  """TF-Agents' uniform replay, plus what a resumed run needs (`end_stored_episodes`)."""
+
+  def end_stored_episodes(self) -> None:
+    """Ends the stored episodes of every copy, for a run resumed from a checkpoint.
+
+    The newest stored step's successor was never stored, and the restarted environment
+    begins a new episode: stored as it is, that step and the restart's first step would
+    sample as a transition joining two episodes. The newest step becomes a step between
+    episodes (LAST, masked by every loss) and the one before it the episode's end (its own
+    discount decides whether it bootstraps), as if a time limit had ended it there.
+    """
+    newest = int(self._get_last_id())
+    if newest < 0:
+      return
+    slots = self._data_table.slots
+    last = tf.fill([self._batch_size], tf.constant(ts.StepType.LAST, self.data_spec.step_type.dtype))
+    self._data_table.write(newest % self._max_length + self._batch_offsets, [last], [slots.step_type])
+    if newest >= 1:
+      rows = (newest - 1) % self._max_length + self._batch_offsets
+      self._data_table.write(rows, [last], [slots.next_step_type])
+
+
 @gin.configurable
-def uniform_replay(data_spec, num_envs: int, capacity: int = 100_000) -> replay_buffer.ReplayBuffer:
+def uniform_replay(data_spec, num_envs: int, capacity: int = 100_000) -> UniformReplay:
   """A `TFUniformReplayBuffer` holding `capacity` transitions in all (env steps)."""
-  return tf_uniform_replay_buffer.TFUniformReplayBuffer(
-    data_spec, batch_size=num_envs, max_length=max(capacity // num_envs, 1)
-  )
+  return UniformReplay(data_spec, batch_size=num_envs, max_length=max(capacity // num_envs, 1))
 
 
 @gin.configurable
@@ -60,13 +81,16 @@ class FrameStore:
   environment copy; every other trajectory field is stored as is.
   """
 
-  def __init__(self, data_spec, num_envs: int, capacity: int, seed: int = 0):
+  def __init__(self, data_spec, num_envs: int, capacity: int, seed: int | None = None):
     obs_spec = data_spec.observation
     self._stack = int(obs_spec.shape[0])
     self._rows = num_envs
     self._length = max(capacity // num_envs, self._stack + 2)
     self._frames = np.zeros((num_envs, self._length, *obs_spec.shape[1:]), obs_spec.dtype.as_numpy_dtype)
     self._other_specs = tf.nest.flatten(data_spec._replace(observation=()))
+    # Positions of the step-type fields among the flattened non-observation fields.
+    positions = tf.nest.pack_sequence_as(data_spec._replace(observation=()), range(len(self._other_specs)))
+    self._step_type_field, self._next_step_type_field = positions.step_type, positions.next_step_type
     self._other = [
       np.zeros((num_envs, self._length, *s.shape), s.dtype.as_numpy_dtype) for s in self._other_specs
     ]
@@ -74,7 +98,9 @@ class FrameStore:
     self._first_frames: list[dict[int, np.ndarray]] = [{} for _ in range(num_envs)]
     self._added = 0  # steps added per row
     self._lock = threading.Lock()
-    self._rng = np.random.default_rng(seed)
+    # None: drawn from NumPy's global generator, which build_components seeds with the
+    # experiment's seed (as TensorFlow's global seed drives the uniform replay's sampling).
+    self._rng = np.random.default_rng(np.random.randint(2**31) if seed is None else seed)
 
   @property
   def num_frames(self) -> int:
@@ -96,6 +122,15 @@ class FrameStore:
       for array, value in zip(self._other, others, strict=True):
         array[:, slot] = value
       self._added += 1
+
+  def end_stored_episodes(self) -> None:
+    """Ends every row's stored episode, for a resumed run (see `UniformReplay`'s)."""
+    with self._lock:
+      if not self._added:
+        return
+      self._other[self._step_type_field][:, (self._added - 1) % self._length] = ts.StepType.LAST
+      if self._added >= 2:
+        self._other[self._next_step_type_field][:, (self._added - 2) % self._length] = ts.StepType.LAST
 
   def sample(self, batch_size: int, num_steps: int):
     """`batch_size` runs of `num_steps` consecutive steps: (observations, others, ids)."""
@@ -166,7 +201,7 @@ class FrameStackReplay(replay_buffer.ReplayBuffer):
   checkpoint rather than as TF variables (1M Atari frames are 7 GB).
   """
 
-  def __init__(self, data_spec, num_envs: int, capacity: int, seed: int = 0):
+  def __init__(self, data_spec, num_envs: int, capacity: int, seed: int | None = None):
     super().__init__(data_spec, capacity)
     self._store = FrameStore(data_spec, num_envs, capacity, seed)
     self._other_specs = tf.nest.flatten(data_spec._replace(observation=()))
@@ -174,6 +209,9 @@ class FrameStackReplay(replay_buffer.ReplayBuffer):
   @property
   def store(self) -> FrameStore:
     return self._store
+
+  def end_stored_episodes(self) -> None:
+    self._store.end_stored_episodes()
 
   def save_to(self, directory: Path) -> None:
     self._store.save_to(Path(directory))
@@ -234,10 +272,11 @@ class FrameStackReplay(replay_buffer.ReplayBuffer):
 
 @gin.configurable
 def frame_stack_replay(
-  data_spec, num_envs: int, capacity: int = 1_000_000, seed: int = 0
+  data_spec, num_envs: int, capacity: int = 1_000_000, seed: int | None = None
 ) -> FrameStackReplay:
   """Replay of `capacity` transitions (agent steps, summed over copies), each frame stored once.
 
   For stacked-frame observations (Atari): 1M 84x84 steps take 7.1 GB instead of 28 GB.
+  seed: of the sampler; None follows the experiment's seed (`build_components.seed`).
   """
   return FrameStackReplay(data_spec, num_envs, capacity, seed)

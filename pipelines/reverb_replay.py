@@ -213,6 +213,10 @@ class ReverbReplay:
   def num_frames(self) -> int:
     return int(self._client.server_info()[EXPERIENCE].current_size)
 
+  def end_stored_episodes(self) -> None:
+    """Nothing to end: items are whole windows, and the writer of a resumed run starts with
+    an empty history, so no item joins the steps before and after a restart."""
+
   def save_to(self, directory: Path) -> None:
     if self._writer is not None:
       self._writer.flush()

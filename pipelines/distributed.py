@@ -42,7 +42,7 @@ from tf_agents.policies import py_tf_eager_policy
 from tf_agents.replay_buffers import reverb_replay_buffer
 from tf_agents.train import actor as tfa_actor
 
-from pipelines import checkpoints, cli, evaluation, experiment, learning, replay
+from pipelines import checkpoints, cli, experiment, learning, replay
 from pipelines import reverb_replay as rr
 from pipelines import run_folder as rf
 from pipelines.errors import PipelineError
@@ -426,7 +426,7 @@ def run_evaluator(root_dir: str, poll_seconds: float = 2.0) -> int:
   """Evaluates every new policy export of the run (Evaluator's gin settings)."""
   folder = rf.RunFolder(root_dir)
   parts = _components(seed_offset=20_000)
-  evaluator = evaluation.Evaluator()
+  evaluator = parts.evaluator  # the experiment seed's epsilon draws
   stop = _Stop()
   seen = None
   said = False

@@ -37,26 +37,29 @@ class EvalResult:
     }
 
 
-@gin.configurable
+@gin.configurable(denylist=["seed"])
 class Evaluator:
   """Plays `num_episodes` whole episodes with a policy on a batched TF environment.
 
   num_episodes: episodes per evaluation, shared out over the environment copies.
   epsilon: probability of a uniformly random action (0 = greedy; Nature's Atari eval: 0.05).
+  seed: of the epsilon draws; `build_components` passes the experiment's seed.
   Episode caps are the environment's own (e.g. `eval/gymnasium_env.max_episode_steps`).
   """
 
-  def __init__(self, num_episodes: int = 10, epsilon: float = 0.0):
+  def __init__(self, num_episodes: int = 10, epsilon: float = 0.0, seed: int = 0):
     self.num_episodes = num_episodes
     self.epsilon = epsilon
+    self.seed = seed
     self._compiled = {}
 
-  def __call__(self, env: tf_environment.TFEnvironment, policy, seed: int = 0) -> EvalResult:
-    """`policy` is a TF policy or a loaded SavedModel policy (anything with `.action`)."""
+  def __call__(self, env: tf_environment.TFEnvironment, policy, seed: int | None = None) -> EvalResult:
+    """`policy` is a TF policy or a loaded SavedModel policy (anything with `.action`);
+    `seed` replaces the evaluator's own for this (env, policy) pair's first call."""
     start = time.perf_counter()
     key = (id(env), id(policy))
     if key not in self._compiled:
-      rng = tf.random.Generator.from_seed(seed)
+      rng = tf.random.Generator.from_seed(self.seed if seed is None else seed)
       self._compiled[key] = tf.function(lambda: self._play(env, policy, rng), autograph=False)
     returns, lengths, mask = (t.numpy() for t in self._compiled[key]())
     return EvalResult(returns[mask].tolist(), lengths[mask].astype(int).tolist(), time.perf_counter() - start)

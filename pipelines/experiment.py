@@ -102,7 +102,8 @@ def build_components(
 ) -> Components:
   """Builds environments, agent, trainer and evaluator; writes nothing anywhere.
 
-  seed: seeds TensorFlow, NumPy and environment copy i with `seed + i` (eval: +10_000).
+  seed: seeds TensorFlow, NumPy (and through it the frame-store sampler), the evaluator's
+    epsilon draws and environment copy i with `seed + i` (eval: +10_000).
   """
   tf.random.set_seed(seed)
   np.random.seed(seed)
@@ -127,7 +128,7 @@ def build_components(
     eval_tf_env=tf_py_environment.TFPyEnvironment(eval_env),
     agent=agent,
     trainer=trainer_fn(agent, tf_env, metrics.observers),
-    evaluator=evaluator_fn(),
+    evaluator=evaluator_fn(seed=seed),
     metrics=metrics,
     train_step=train_step,
     seed=seed,

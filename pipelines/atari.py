@@ -194,8 +194,10 @@ class _AtariEpisodes(gym.vector.VectorWrapper):
     self._ended = np.zeros(n, bool)  # the last call ended the copy's episode
     self._age = np.zeros(n, np.int64)  # agent steps since the episode's first observation
 
-  def reset(self, **kwargs):
-    observation, info = self.env.reset(**kwargs)
+  def reset(self, *, seed=None, options=None):
+    if isinstance(seed, list):  # one seed per copy: ale-py takes them as an array only
+      seed = np.asarray(seed, np.int64)
+    observation, info = self.env.reset(seed=seed, options=options)
     self._score[:] = 0
     self._length[:] = 0
     self._lives[:] = info["lives"]

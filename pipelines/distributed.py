@@ -219,7 +219,8 @@ def _wait_for_variables(client, who: str, timeout: float) -> None:
 
 @gin.configurable
 def run_actor(address: str, actor_id: int, wait_timeout: float, steps_per_run: int = 64) -> int:
-  """Collects until SIGINT/SIGTERM. Copy i of actor k is seeded `seed + 1000 (k + 1) + i`.
+  """Collects until SIGINT/SIGTERM. Actor k's copies are seeded from `seed + 1000 (k + 1)`
+  (`environments.copy_seeds`).
 
   steps_per_run: env steps (summed over this actor's copies) between weight pulls and
     reports to the learner.

@@ -49,6 +49,18 @@ def space_to_spec(space: gym.Space, name: str) -> array_spec.BoundedArraySpec:
   raise PipelineError(f"unsupported gymnasium space for {name}: {space!r} (Box and Discrete are)")
 
 
+def copy_seeds(seed: int, num_envs: int) -> list[int]:
+  """Copy i's environment seed: the i-th child of NumPy's `SeedSequence(seed)`.
+
+  Not `seed + i`, gymnasium's convention for an integer seed: with 8 copies, runs of seeds
+  0 and 1 would share 7 of their 8 copies' seeds, and "seeds 0-4" would be five views of
+  nearly the same environments. Copy i's seed does not depend on the number of copies.
+  """
+  # 31 bits: ale-py's C++ reset takes seeds as 32-bit signed integers.
+  words = (np.random.SeedSequence(seed, spawn_key=(i,)).generate_state(1)[0] for i in range(num_envs))
+  return [int(word) & 0x7FFFFFFF for word in words]
+
+
 def _step_fields(terminated, truncated, discount: np.float32):
   """Step type and discount of a step that may end an episode (works batched too)."""
   ended = np.logical_or(terminated, truncated)
@@ -63,12 +75,12 @@ class GymnasiumEnvironment(py_environment.PyEnvironment):
   def __init__(self, env: gym.Env, seed: int | None = None, discount: float = 1.0):
     super().__init__(handle_auto_reset=True)
     self._env = env
-    self._seed = seed
+    self._seed = None if seed is None else copy_seeds(seed, 1)[0]  # as copy 0 of a batch
     self._discount = np.float32(discount)
     self._observation_spec = space_to_spec(env.observation_space, "observation")
     self._action_spec = space_to_spec(env.action_space, "action")
     if seed is not None:
-      env.action_space.seed(seed)
+      env.action_space.seed(self._seed)
 
   @property
   def gym(self) -> gym.Env:
@@ -124,7 +136,7 @@ class VectorEnvironment(py_environment.PyEnvironment):
     if mode is not None and mode != gym.vector.AutoresetMode.NEXT_STEP:
       raise PipelineError(f"vector environments need autoreset_mode NEXT_STEP, got {mode}")
     self._env = env
-    self._seed = seed
+    self._seeds = None if seed is None else copy_seeds(seed, env.num_envs)
     self._discount = np.float32(discount)
     self._num_envs = env.num_envs
     self._observation_spec = space_to_spec(env.single_observation_space, "observation")
@@ -153,8 +165,8 @@ class VectorEnvironment(py_environment.PyEnvironment):
     return self._action_spec
 
   def _reset(self) -> ts.TimeStep:
-    observation, _ = self._env.reset(seed=self._seed)  # copy i gets seed + i
-    self._seed = None
+    observation, _ = self._env.reset(seed=self._seeds)  # first reset only: then the copies' own RNGs
+    self._seeds = None
     self._ended[:] = False
     n = self._num_envs
     return ts.TimeStep(
@@ -233,7 +245,7 @@ def make_environment(
   seed: int = 0,
   vector_env_fn: Callable[..., gym.vector.VectorEnv] | None = None,
 ) -> py_environment.PyEnvironment:
-  """`num_envs` copies of `env_fn` as one batched environment; copy i gets seed `seed + i`.
+  """`num_envs` copies of `env_fn` as one batched environment; copy i gets `copy_seeds(seed)[i]`.
 
   vector_env_fn: an already vectorised environment, `vector_env_fn(num_envs=...)`, used
     instead of `env_fn` (e.g. `@atari_vector_env`, ale-py's C++ batch).

@@ -103,7 +103,8 @@ def build_components(
   """Builds environments, agent, trainer and evaluator; writes nothing anywhere.
 
   seed: seeds TensorFlow, NumPy (and through it the frame-store sampler), the evaluator's
-    epsilon draws and environment copy i with `seed + i` (eval: +10_000).
+    epsilon draws and environment copy i with `environments.copy_seeds(seed)[i]` (eval:
+    seed + 10_000).
   """
   tf.random.set_seed(seed)
   np.random.seed(seed)

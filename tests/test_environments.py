@@ -79,9 +79,14 @@ def test_seeding_reproduces_and_separates_copies():
   a, b, c = make(7).reset(), make(7).reset(), make(8).reset()
   np.testing.assert_array_equal(a.observation, b.observation)
   assert not np.allclose(a.observation, c.observation)
-  assert not np.allclose(a.observation[0], a.observation[1])  # copy i gets seed + i
+  assert not np.allclose(a.observation[0], a.observation[1])
   single = _single("CartPole-v1", seed=7).reset()
   np.testing.assert_array_equal(single.observation, a.observation[0])
+  # Runs of neighbouring seeds share no copy (gymnasium's seed + i would share 2 of 3).
+  for i in range(3):
+    for j in range(3):
+      assert not np.allclose(c.observation[i], a.observation[j])
+  assert environments.copy_seeds(7, 3) == environments.copy_seeds(7, 5)[:3]
 
 
 def test_rgb_array_rendering():

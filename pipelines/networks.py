@@ -100,18 +100,40 @@ def normal_projection(
   state_dependent_std: bool = False,
   init_means_output_factor: float = 0.1,
   std_bias_initializer_value: float = 0.0,
+  squash_mean: bool = True,
 ) -> normal_projection_network.NormalProjectionNetwork:
-  """A Normal distribution per action dimension, its mean squashed into the action bounds.
+  """A Normal distribution per action dimension.
 
   state_dependent_std: False learns one std per dimension, independent of the observation
     (as PPO does, Schulman et al. 2017); std = softplus(bias), so bias 0 starts at 0.69.
+  squash_mean: the mean is tanh-squashed into the action bounds (TF-Agents' default);
+    False leaves it linear, as SB3's DiagGaussianDistribution does (the environment clips
+    the sampled action).
   """
   return normal_projection_network.NormalProjectionNetwork(
     action_spec,
     init_means_output_factor=init_means_output_factor,
     std_bias_initializer_value=std_bias_initializer_value,
     state_dependent_std=state_dependent_std,
+    mean_transform=normal_projection_network.tanh_squash_to_spec if squash_mean else None,
   )
+
+
+# Gains of SB3's `ActorCriticPolicy` with `ortho_init=True` (its default, used by every RL
+# Zoo PPO and A2C setting we cite): hidden layers sqrt(2), the action head 0.01 (a near-
+# uniform, near-zero-mean first policy), the value head 1; biases 0.
+HIDDEN_GAIN, POLICY_GAIN, VALUE_GAIN = 2**0.5, 0.01, 1.0
+
+
+def _dense_layers(module: tf.Module) -> list[tf.keras.layers.Dense]:
+  return [m for m in module.submodules if isinstance(m, tf.keras.layers.Dense)]
+
+
+def _orthogonal(layers: Sequence[tf.keras.layers.Dense], gain: float) -> None:
+  for layer in layers:
+    layer.kernel.assign(tf.keras.initializers.Orthogonal(gain=gain)(layer.kernel.shape))
+    if layer.bias is not None:
+      layer.bias.assign(tf.zeros_like(layer.bias))
 
 
 @gin.configurable
@@ -122,13 +144,16 @@ def actor_network(
   activation_fn=tf.keras.activations.tanh,
   discrete_projection=categorical_projection,
   continuous_projection=normal_projection,
+  orthogonal_init: bool = False,
 ) -> actor_distribution_network.ActorDistributionNetwork:
   """A policy network: dense layers, then a distribution over actions.
 
   The projection follows the action spec: `discrete_projection` for integer actions,
   `continuous_projection` for float actions (each `action_spec -> network`).
+  orthogonal_init: SB3's initialisation (orthogonal kernels, gains sqrt(2) and 0.01 for the
+    action head, zero biases) instead of TF-Agents' Glorot and scaled-variance heads.
   """
-  return actor_distribution_network.ActorDistributionNetwork(
+  net = actor_distribution_network.ActorDistributionNetwork(
     observation_spec,
     action_spec,
     preprocessing_layers=_preprocessing(observation_spec, channels_first=False),
@@ -137,6 +162,13 @@ def actor_network(
     discrete_projection_net=discrete_projection,
     continuous_projection_net=continuous_projection,
   )
+  if orthogonal_init:
+    net.create_variables()
+    # TF-Agents keeps the action heads in `_projection_networks` (no public accessor in 0.19).
+    heads = [layer for p in tf.nest.flatten(net._projection_networks) for layer in _dense_layers(p)]
+    _orthogonal([layer for layer in _dense_layers(net) if all(layer is not h for h in heads)], HIDDEN_GAIN)
+    _orthogonal(heads, POLICY_GAIN)
+  return net
 
 
 @gin.configurable
@@ -144,11 +176,22 @@ def value_network(
   observation_spec: tensor_spec.TensorSpec,
   fc_layer_params: Sequence[int] = (64, 64),
   activation_fn=tf.keras.activations.tanh,
+  orthogonal_init: bool = False,
 ) -> tfa_value_network.ValueNetwork:
-  """A state-value network V(s): dense layers, then one output."""
-  return tfa_value_network.ValueNetwork(
+  """A state-value network V(s): dense layers, then one output.
+
+  orthogonal_init: SB3's initialisation (orthogonal kernels, gains sqrt(2) and 1 for the
+    output, zero biases) instead of TF-Agents' Glorot and uniform(+-0.03) output.
+  """
+  net = tfa_value_network.ValueNetwork(
     observation_spec,
     preprocessing_layers=_preprocessing(observation_spec, channels_first=False),
     fc_layer_params=fc_layer_params,
     activation_fn=activation_fn,
   )
+  if orthogonal_init:
+    net.create_variables()
+    output = net._postprocessing_layers  # TF-Agents' Dense(1) head (no public accessor in 0.19)
+    _orthogonal([layer for layer in _dense_layers(net) if layer is not output], HIDDEN_GAIN)
+    _orthogonal([output], VALUE_GAIN)
+  return net

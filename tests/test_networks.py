@@ -1,0 +1,61 @@
+"""Network factories: SB3's initialisation when asked for, and the Normal head's mean.
+
+.venv/bin/python -m pytest -q tests/test_networks.py
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tf_agents.specs import tensor_spec
+
+from pipelines import networks
+
+OBSERVATION = tensor_spec.TensorSpec([4], tf.float32)
+DISCRETE = tensor_spec.BoundedTensorSpec([], tf.int64, 0, 1)
+CONTINUOUS = tensor_spec.BoundedTensorSpec([1], tf.float32, -2.0, 2.0)
+
+
+def _singular_values(layer):
+  return np.linalg.svd(layer.kernel.numpy(), compute_uv=False)
+
+
+@pytest.mark.parametrize("action_spec", [DISCRETE, CONTINUOUS], ids=["categorical", "normal"])
+def test_orthogonal_init_has_sb3_gains(action_spec):
+  """SB3's ActorCriticPolicy(ortho_init=True): orthogonal kernels (all singular values equal
+  the gain), sqrt(2) for hidden layers, 0.01 for the action head, 1 for the value head."""
+  actor = networks.actor_network(OBSERVATION, action_spec, fc_layer_params=(8, 8), orthogonal_init=True)
+  value = networks.value_network(OBSERVATION, fc_layer_params=(8, 8), orthogonal_init=True)
+  heads = networks._dense_layers(actor._projection_networks)
+  assert len(heads) == 1
+  for layer in networks._dense_layers(actor):
+    expected = networks.POLICY_GAIN if layer is heads[0] else networks.HIDDEN_GAIN
+    np.testing.assert_allclose(_singular_values(layer), expected, rtol=1e-4)
+    assert not layer.bias.numpy().any()
+  for layer in networks._dense_layers(value):
+    expected = networks.VALUE_GAIN if layer.units == 1 else networks.HIDDEN_GAIN
+    np.testing.assert_allclose(_singular_values(layer), expected, rtol=1e-4)
+
+
+def test_default_init_is_tf_agents_own():
+  actor = networks.actor_network(OBSERVATION, DISCRETE, fc_layer_params=(8, 8))
+  actor.create_variables()
+  hidden = networks._dense_layers(actor)[0]
+  assert not np.allclose(_singular_values(hidden), networks.HIDDEN_GAIN, rtol=1e-2)
+
+
+@pytest.mark.parametrize("squash", [True, False])
+def test_normal_mean_is_linear_unless_squashed(squash):
+  """SB3's Gaussian mean is the head's linear output (the environment clips the action);
+  TF-Agents' default squashes it into the action bounds with tanh."""
+  actor = networks.actor_network(
+    OBSERVATION,
+    CONTINUOUS,
+    fc_layer_params=(),
+    continuous_projection=lambda spec: networks.normal_projection(spec, squash_mean=squash),
+  )
+  actor.create_variables()
+  means = networks._dense_layers(actor._projection_networks)[0]
+  means.kernel.assign(tf.fill(means.kernel.shape, 10.0))  # a mean far outside [-2, 2]
+  distribution, _ = actor(tf.ones([1, 4]), step_type=(), network_state=())
+  mean = float(distribution.mean()[0, 0])
+  assert (abs(mean) <= 2.0) == squash, mean

@@ -87,7 +87,7 @@ def check_nature() -> None:
   """Mnih et al. 2015, Extended Data Table 1, every count in agent steps as DeepMind's
   run_gpu / NeuralQLearner.lua count them (see the gin file's header)."""
   _check_common_dqn()
-  assert q("run_experiment.num_env_steps") == 12_500_000  # agent steps = 50M frames
+  assert q("run_experiment.num_env_steps") == 50_000_000  # agent steps (run_gpu steps) = 200M frames
   # Target network update frequency: 10k agent steps.
   assert q("dqn_agent.target_update_period") * _agent_steps_per_gradient_step() == 10_000
   assert _ref("dqn_agent.optimizer") == "tf.keras.optimizers.RMSprop"

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import gin
+import numpy as np
 import tensorflow as tf
 from tf_agents.networks import (
   actor_distribution_network,
@@ -50,18 +51,38 @@ def q_network(
   fc_layer_params: Sequence[int] = (64, 64),
   conv_layer_params: Sequence[tuple[int, int, int]] | None = None,
   channels_first: bool = False,
+  torch_init: bool = False,
 ) -> tfa_q_network.QNetwork:
   """A Q-network: optional conv layers (filters, kernel, stride), then dense layers.
 
   channels_first: observations are (channels, height, width), e.g. stacked Atari frames.
+  torch_init: PyTorch's default initialisation, which SB3's DQN keeps (its QNetwork adds no
+    init of its own): kernels and biases uniform in +-1/sqrt(fan_in), instead of TF-Agents'
+    Glorot layers and its output layer's uniform(+-0.03) kernel with bias -0.2.
   """
-  return tfa_q_network.QNetwork(
+  net = tfa_q_network.QNetwork(
     observation_spec,
     action_spec,
     preprocessing_layers=_preprocessing(observation_spec, channels_first),
     conv_layer_params=conv_layer_params,
     fc_layer_params=fc_layer_params,
   )
+  if torch_init:
+    net.create_variables()
+    layer_types = (tf.keras.layers.Dense, tf.keras.layers.Conv2D)
+    _torch_default([m for m in net.submodules if isinstance(m, layer_types)])
+  return net
+
+
+def _torch_default(layers) -> None:
+  """nn.Linear / nn.Conv2d `reset_parameters`: kaiming_uniform(a=sqrt(5)) on the kernel is
+  uniform(+-1/sqrt(fan_in)), and the bias is drawn from the same range."""
+  for layer in layers:
+    fan_in = int(np.prod(layer.kernel.shape[:-1]))
+    bound = 1.0 / np.sqrt(fan_in)
+    layer.kernel.assign(tf.random.uniform(layer.kernel.shape, -bound, bound))
+    if layer.bias is not None:
+      layer.bias.assign(tf.random.uniform(layer.bias.shape, -bound, bound))
 
 
 @gin.configurable

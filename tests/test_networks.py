@@ -59,3 +59,21 @@ def test_normal_mean_is_linear_unless_squashed(squash):
   distribution, _ = actor(tf.ones([1, 4]), step_type=(), network_state=())
   mean = float(distribution.mean()[0, 0])
   assert (abs(mean) <= 2.0) == squash, mean
+
+
+def test_torch_init_is_uniform_in_one_over_sqrt_fan_in():
+  """SB3's DQN keeps PyTorch's nn.Linear init: kernel and bias in +-1/sqrt(fan_in)."""
+  tf.random.set_seed(0)
+  net = networks.q_network(OBSERVATION, DISCRETE, fc_layer_params=(256, 256), torch_init=True)
+  layers = networks._dense_layers(net)
+  assert sorted(layer.kernel.shape[0] for layer in layers) == [4, 256, 256]
+  for layer in layers:
+    bound = 1.0 / np.sqrt(layer.kernel.shape[0])
+    for values in (layer.kernel.numpy(), layer.bias.numpy()):
+      assert np.abs(values).max() <= bound
+      if values.size >= 256:  # enough draws to come near the bound
+        assert np.abs(values).max() > 0.9 * bound
+  default = networks.q_network(OBSERVATION, DISCRETE, fc_layer_params=(256, 256))
+  default.create_variables()
+  output = [layer for layer in networks._dense_layers(default) if layer.units == 2]
+  np.testing.assert_allclose(output[0].bias.numpy(), -0.2)  # TF-Agents' own

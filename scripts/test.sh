@@ -12,4 +12,4 @@ args=()
 for arg in "$@"; do
   if [ "$arg" = "--slow" ]; then args+=(-m ""); else args+=("$arg"); fi
 done
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "${args[@]}"
+exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 "${args[@]}"

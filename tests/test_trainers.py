@@ -56,7 +56,7 @@ def _setup(agent_fn, **agent_kwargs):
   return tf_env, metrics, train_step, agent
 
 
-@pytest.mark.parametrize("collect, train", [(8, 4), (16, 2), (8, 8)])
+@pytest.mark.parametrize("collect, train", [(8, 4), (16, 2)])
 def test_off_policy_gradient_steps_are_the_ratio_times_env_steps(collect, train):
   tf_env, metrics, train_step, agent = _setup(agents.dqn_agent)
   trainer = learning.OffPolicyTrainer(
@@ -67,6 +67,7 @@ def test_off_policy_gradient_steps_are_the_ratio_times_env_steps(collect, train)
     initial_collect_steps=16,
     collect_steps_per_iteration=collect,
     train_steps_per_iteration=train,
+    jit_compile=False,  # what is counted does not depend on XLA; compiling costs seconds
   )
   trainer.initialize()
   after_initial = int(metrics.env_steps.result())

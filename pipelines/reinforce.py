@@ -25,6 +25,7 @@ times the next episode's return, and it is that value a time-limit end bootstrap
 from __future__ import annotations
 
 import tensorflow as tf
+from tf_agents.agents import tf_agent
 from tf_agents.agents.reinforce import reinforce_agent
 from tf_agents.trajectories import time_step as ts
 
@@ -38,7 +39,20 @@ class ReinforceAgent(reinforce_agent.ReinforceAgent):
     weights = 1.0 - between_episodes if weights is None else weights * (1.0 - between_episodes)
     if self._value_network is not None:
       experience = self._bootstrap_time_limits(experience)
-    return super()._train(experience, weights)
+    # TF-Agents' episode driver counts an episode at its boundary step, which can fall in the
+    # batch after the episode's last transition: a batch may then end no episode, and
+    # `ReinforceAgent.total_loss` asserts. Such a batch has nothing to learn: no update.
+    ended = tf.reduce_any(experience.is_last())
+    return tf.cond(
+      ended,
+      lambda: super(ReinforceAgent, self)._train(experience, weights),
+      lambda: self._no_update(),
+    )
+
+  def _no_update(self):
+    zero = tf.constant(0.0)
+    extra = reinforce_agent.ReinforceAgentLossInfo(zero, zero, zero, zero, zero)
+    return tf_agent.LossInfo(zero, extra)
 
   def _bootstrap_time_limits(self, experience):
     """Adds gamma * d * V(s_last) to the reward of each time-limit end inside the batch, and

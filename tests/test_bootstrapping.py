@@ -222,6 +222,26 @@ def test_reinforce_returns_stop_at_episode_ends(baseline):
     np.testing.assert_allclose(actual, loss(True), rtol=1e-5)
 
 
+@pytest.mark.parametrize("baseline", [True, False], ids=["value_baseline", "no_baseline"])
+def test_reinforce_skips_a_batch_that_ends_no_episode(baseline):
+  """TF-Agents' episode driver counts an episode at its boundary step, which can fall in the
+  next batch: that batch may end no episode (seen with 4 CartPole copies, 2 episodes per
+  batch). TF-Agents' ReinforceAgent then asserts and ends the run; here it makes no update."""
+  agent = agents.reinforce_agent(
+    *specs(3),
+    *counters(),
+    actor_network_fn=ActorProbe(),
+    value_network_fn=ObservedValue if baseline else None,
+    optimizer=tf.keras.optimizers.SGD(1.0),
+  )
+  before = [v.numpy().copy() for v in agent.trainable_variables]
+  # Steps 3-4: the boundary after an episode, then the first step of a running one.
+  loss = agent.train(make_experience(value_observations(), slice(3, 5))).loss
+  assert float(loss) == 0.0 and int(agent.train_step_counter) == 0
+  for old, variable in zip(before, agent.trainable_variables, strict=True):
+    np.testing.assert_array_equal(old, variable.numpy())
+
+
 @pytest.mark.parametrize("agent_class", [tfa_dqn_agent.DqnAgent, tfa_dqn_agent.DdqnAgent])
 def test_dqn_targets_bootstrap_a_time_limit_and_skip_the_step_between_episodes(agent_class):
   q = np.random.default_rng(1).uniform(1.0, 5.0, size=(T, 2)).astype(np.float32)

@@ -3,9 +3,14 @@
     .venv/bin/python scripts/bench_atari.py                      # (a)-(d), ~3 min on 2 cores
     .venv/bin/python scripts/bench_atari.py --skip_memory        # (a)-(c) only
     .venv/bin/python scripts/bench_atari.py --num_envs=8 --save_restore
+    .venv/bin/python scripts/bench_atari.py --update_only --update_variants  # (a) and its costs
 
 (a) train steps/s of the Nature CNN update alone (batch 32, RMSprop) in one compiled loop,
-    on one fixed batch, and reading each batch from the frame-stack replay as the trainer does;
+    on one fixed batch, against a plain-TensorFlow reference update of the same network,
+    weights, optimizer, loss and batch (the hardware limit, target >= 0.95), and reading each
+    batch from the frame-stack replay as the trainer does; --update_variants also times the
+    reference with DqnAgent's pieces added one at a time and the project's update with one
+    change each;
 (b) agent steps/s of the whole collect-train loop at one gradient step per 4 agent steps,
     and its ratio to 4 x (a) (target >= 0.85);
 (c) collection-only agent steps/s through the loop (ale-py's AtariVectorEnv behind the
@@ -25,6 +30,7 @@ interleaved rounds, so that a slow spell of the shared machine hits both sides o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -40,6 +46,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import gin  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from tf_agents.agents.dqn import dqn_agent as tfa_dqn_agent  # noqa: E402
 
 from pipelines import cli  # noqa: E402
 
@@ -81,18 +88,18 @@ def timed(fn, *args) -> tuple[float, object]:
   return time.perf_counter() - start, result
 
 
-def update_fn(parts, steps: int, sample: bool) -> Callable[[], int]:
-  """`steps` Nature-CNN updates in one compiled loop, on batches sampled from the
-  frame-stack replay as the trainer does (sample=True) or on one fixed batch (the update
-  alone)."""
+def update_fn(parts, steps: int, batch=None, update: Callable | None = None) -> Callable[[], int]:
+  """`steps` Nature-CNN updates in one compiled loop, on one fixed `batch` (the update alone)
+  or, when None, on batches sampled from the frame-stack replay as the trainer does.
+  `update` (experience -> loss) defaults to the trainer's compiled `agent.train`."""
   trainer = parts.trainer
-  fixed, _ = next(trainer._iterator)
+  update = update or (lambda experience: trainer._update(experience).loss)
 
   @tf.function(autograph=False)
   def updates(n):
     def body(i, loss):
-      experience = next(trainer._iterator)[0] if sample else fixed
-      return i + 1, trainer._update(experience).loss
+      experience = next(trainer._iterator)[0] if batch is None else batch
+      return i + 1, update(experience)
 
     return tf.while_loop(lambda i, _: i < n, body, (tf.constant(0), tf.constant(0.0)))
 
@@ -102,6 +109,102 @@ def update_fn(parts, steps: int, sample: bool) -> Callable[[], int]:
 
   run()
   return run
+
+
+@contextlib.contextmanager
+def patched(obj, name: str, value):
+  """`obj.name = value` on the instance while tracing a variant, then the class's again."""
+  setattr(obj, name, value)
+  try:
+    yield
+  finally:
+    delattr(obj, name)
+
+
+def project_variants(parts, steps: int, batch) -> dict[str, Callable[[], int]]:
+  """The project's update (XLA off, one target pass: gin/envs/atari.gin, agents.DqnAgent)
+  with one of those choices undone each, to show what each is worth."""
+  agent = parts.agent
+
+  def two_target_passes(next_time_steps, info):
+    # TF-Agents' own: the target network, then its greedy policy running it again for the argmax.
+    return tfa_dqn_agent.DqnAgent._compute_next_q_values(agent, next_time_steps, info)
+
+  def compiled(jit_compile: bool):
+    train = tf.function(agent.train, jit_compile=jit_compile, autograph=False)
+    return update_fn(parts, steps, batch, lambda experience: train(experience).loss)
+
+  fns = {"project, XLA on": compiled(jit_compile=True)}
+  with patched(agent, "_compute_next_q_values", two_target_passes):
+    fns["project, TF-Agents' two target passes"] = compiled(jit_compile=False)
+  return fns
+
+
+def nature_cnn(num_actions: int) -> tf.keras.Sequential:
+  """The project's Nature CNN in plain Keras: uint8 (4, 84, 84) stacks, scaled by 1/255 and made
+  channels-last inside the network, as pipelines.networks.q_network does."""
+  layers = tf.keras.layers
+  return tf.keras.Sequential([
+    tf.keras.Input((4, 84, 84), dtype=tf.uint8),
+    layers.Lambda(lambda x: tf.transpose(tf.cast(x, tf.float32) / 255.0, [0, 2, 3, 1])),
+    layers.Conv2D(32, 8, 4, activation="relu"),
+    layers.Conv2D(64, 4, 2, activation="relu"),
+    layers.Conv2D(64, 3, 1, activation="relu"),
+    layers.Flatten(),
+    layers.Dense(512, activation="relu"),
+    layers.Dense(num_actions),
+  ])  # fmt: skip
+
+
+def huber(error):
+  """tf.compat.v1.losses.huber_loss with delta 1, element-wise (TF-Agents' element_wise_huber_loss)."""
+  quadratic = tf.minimum(tf.abs(error), 1.0)
+  return 0.5 * quadratic**2 + tf.abs(error) - quadratic
+
+
+# XLA off: oneDNN's convolutions beat XLA:CPU's here; the reference with XLA on ran at 0.90-0.98x
+# of it in interleaved rounds on this shared 2-core machine (--update_variants prints it).
+REFERENCE_XLA = False
+
+
+def reference_update(parts, jit_compile: bool, extras: frozenset = frozenset()):
+  """A plain-TensorFlow DQN update of the project's computation (one `tf.function`, no
+  TF-Agents): the same network and weights, optimizer, Huber loss, gamma and batch.
+  `extras` adds DqnAgent's pieces one at a time: "second_target_pass" (its target greedy
+  policy runs the target network again for the argmax), "check_numerics", "periodic_target"
+  (the target copy under common.Periodically's tf.cond)."""
+  agent = parts.agent
+  online, target = nature_cnn(agent.action_spec.maximum + 1), nature_cnn(agent.action_spec.maximum + 1)
+  online.set_weights(agent._q_network.get_weights())  # the same weights: the same loss, checked in main
+  target.set_weights(agent._target_q_network.get_weights())
+  optimizer = type(agent._optimizer).from_config(agent._optimizer.get_config())
+  gamma, period = (gin.query_parameter(f"dqn_agent.{k}") for k in ("gamma", "target_update_period"))
+  step = tf.Variable(0, dtype=tf.int64)
+
+  @tf.function(jit_compile=jit_compile, autograph=False)
+  def update(experience):
+    observation = experience.observation  # (32, 2, 4, 84, 84): a transition's two stacks
+    next_q = target(observation[:, 1])
+    if "second_target_pass" in extras:
+      next_q = tf.gather(next_q, tf.argmax(target(observation[:, 1]), axis=1), batch_dims=1)
+    else:
+      next_q = tf.reduce_max(next_q, axis=1)
+    td_target = experience.reward[:, 0] + gamma * experience.discount[:, 0] * next_q
+    valid = tf.cast(experience.step_type[:, 0] != 2, tf.float32)  # no target after a LAST step
+    with tf.GradientTape() as tape:
+      q = tf.gather(online(observation[:, 0]), experience.action[:, 0], batch_dims=1)
+      loss = tf.reduce_mean(valid * huber(td_target - q))
+    if "check_numerics" in extras:
+      tf.debugging.check_numerics(loss, "Loss is inf or nan")  # unused, as in DqnAgent._train
+    weights = online.trainable_variables
+    optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights, strict=True))
+    if "periodic_target" in extras:
+      copy = lambda: tf.group([t.assign(o) for t, o in zip(target.variables, online.variables, strict=True)])
+      tf.cond(step % period == 0, copy, tf.no_op)
+    step.assign_add(1)
+    return loss
+
+  return update
 
 
 def counted(parts, run: Callable[[], object]) -> Callable[[], int]:
@@ -166,8 +269,9 @@ def raw_fn(env, agent_steps: int) -> Callable[[], int]:
 def rounds(fns: dict[str, Callable[[], int]], n: int) -> dict[str, np.ndarray]:
   """Per-call rates (counted units per second) of each fn, interleaved over n rounds."""
   rates = {name: [] for name in fns}
-  for _ in range(n):
-    for name, fn in fns.items():
+  for i in range(n):
+    # Every other round backwards, so that a trend in the machine's load hits neither side first.
+    for name, fn in list(fns.items())[:: -1 if i % 2 else 1]:
       seconds, units = timed(fn)
       rates[name].append(units / seconds)
   return {name: np.array(r) for name, r in rates.items()}
@@ -228,6 +332,10 @@ def main() -> None:
   parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds per ratio")
   parser.add_argument("--capacity", type=int, default=1_000_000)
   parser.add_argument("--skip_memory", action="store_true")
+  parser.add_argument("--update_only", action="store_true", help="(a) only")
+  parser.add_argument(
+    "--update_variants", action="store_true", help="(a) also with TF-Agents' pieces on and off"
+  )
   parser.add_argument("--save_restore", action="store_true")
   args = parser.parse_args()
   os.chdir(REPO)  # gin includes are relative to the repository root
@@ -235,17 +343,43 @@ def main() -> None:
         f"{[d.device_type for d in tf.config.list_physical_devices()]}", flush=True)  # fmt: skip
 
   parts = build(args.num_envs, train_steps=1)
-  fns = {"update": update_fn(parts, args.train_steps, sample=False)}
-  fns["sampled"] = update_fn(parts, args.train_steps, sample=True)
-  fns["loop"] = loop_fn(parts, args.agent_steps)
+  batch, _ = next(parts.trainer._iterator)
+  reference = reference_update(parts, jit_compile=REFERENCE_XLA)
+  same = float(reference(batch)), float(parts.trainer._update(batch).loss)  # from the same weights
+  fns = {"update": update_fn(parts, args.train_steps, batch)}
+  fns["reference"] = update_fn(parts, args.train_steps, batch, reference)
+  if args.update_variants:
+    fns[f"reference, XLA {'off' if REFERENCE_XLA else 'on'}"] = update_fn(
+      parts, args.train_steps, batch, reference_update(parts, jit_compile=not REFERENCE_XLA)
+    )
+    for extra in ("second_target_pass", "check_numerics", "periodic_target"):
+      update = reference_update(parts, REFERENCE_XLA, frozenset([extra]))
+      fns[f"reference + {extra}"] = update_fn(parts, args.train_steps, batch, update)
+    fns.update(project_variants(parts, args.train_steps, batch))
+  if not args.update_only:
+    fns["sampled"] = update_fn(parts, args.train_steps)
+    fns["loop"] = loop_fn(parts, args.agent_steps)
   r = rounds(fns, args.rounds)
   parts.close()
-  ratio = r["loop"] / (4 * r["update"])
+  ratio = r["update"] / r["reference"]
   print(
-    f"(a) Nature CNN update, batch 32: {np.median(r['update']):.1f} train steps/s alone "
-    f"({np.median(r['sampled']):.1f} reading each batch from the replay, as the trainer does)",
+    f"(a) Nature CNN update, batch 32: {np.median(r['update']):.1f} train steps/s alone; plain-TF "
+    f"reference (XLA {'on' if REFERENCE_XLA else 'off'}) {np.median(r['reference']):.1f}; ratio "
+    f"{np.median(ratio):.2f} [rounds {ratio.min():.2f}-{ratio.max():.2f}]; target >= 0.95 "
+    f"(first loss: reference {same[0]:.6f}, project {same[1]:.6f})",
     flush=True,
   )
+  for name in [name for name in fns if name not in ("update", "reference", "sampled", "loop")]:
+    ratio = r[name] / r["reference"]
+    print(
+      f"    {name}: {np.median(r[name]):.1f} train steps/s = {np.median(ratio):.2f} x reference "
+      f"[rounds {ratio.min():.2f}-{ratio.max():.2f}]",
+      flush=True,
+    )
+  if args.update_only:
+    return
+  print(f"    the update reading each batch from the replay: {np.median(r['sampled']):.1f} train steps/s")
+  ratio = r["loop"] / (4 * r["update"])
   print(
     f"(b) collect + train loop, 1 gradient step per 4 agent steps ({args.num_envs} envs, ale-py "
     f"vector env): {np.median(r['loop']):.1f} agent steps/s = {np.median(ratio):.2f} x 4 x (a) "

@@ -160,6 +160,7 @@ NOT_PROTOCOL = {
   "run_experiment.target_return",
   "eval/make_environment.num_envs",
   "make_dataset.prefetch",
+  "OffPolicyTrainer.jit_compile",
 }
 UNUSED = {
   DOPAMINE: {"Evaluator.num_episodes"},  # Dopamine evaluates 125k agent steps, not N games

@@ -242,7 +242,7 @@ def test_reinforce_skips_a_batch_that_ends_no_episode(baseline):
     np.testing.assert_array_equal(old, variable.numpy())
 
 
-@pytest.mark.parametrize("agent_class", [tfa_dqn_agent.DqnAgent, tfa_dqn_agent.DdqnAgent])
+@pytest.mark.parametrize("agent_class", [agents.DqnAgent, tfa_dqn_agent.DqnAgent, tfa_dqn_agent.DdqnAgent])
 def test_dqn_targets_bootstrap_a_time_limit_and_skip_the_step_between_episodes(agent_class):
   q = np.random.default_rng(1).uniform(1.0, 5.0, size=(T, 2)).astype(np.float32)
   agent = agents.dqn_agent(

@@ -132,16 +132,12 @@ def test_frame_store_sampler_follows_the_experiment_seed():
 
 
 def test_evaluator_epsilon_draws_follow_its_seed():
-  py_env = environments.make_environment(env_fn=lambda: _cartpole(), num_envs=4, seed=0)
-  env = tf_py_environment.TFPyEnvironment(py_env)
-  policy = evaluation.random_policy(env)
-
   def lengths(seed):
     tf.random.set_seed(0)  # the random actions; the evaluator's seed decides which are taken
-    py_env._seed = 0  # every evaluation from the same first states
-    return evaluation.Evaluator(num_episodes=8, epsilon=0.5, seed=seed)(
-      env, _constant_action(env, policy)
-    ).lengths
+    py_env = environments.make_environment(env_fn=lambda: _cartpole(), num_envs=4, seed=0)
+    env = tf_py_environment.TFPyEnvironment(py_env)  # the same first states every call
+    evaluator = evaluation.Evaluator(num_episodes=8, epsilon=0.5, seed=seed)
+    return evaluator(env, _constant_action(env, evaluation.random_policy(env))).lengths
 
   assert lengths(1) == lengths(1)
   assert lengths(1) != lengths(2)

@@ -44,6 +44,35 @@ def _preprocessing(observation_spec, channels_first: bool) -> tf.keras.layers.La
   return tf.keras.layers.Lambda(preprocess)
 
 
+class _SameConvolutions(tf.keras.layers.Layer):
+  """Scaling, channels-last transpose and 'same'-padded ReLU convolutions, as one layer that
+  TF-Agents can copy (it rebuilds preprocessing layers from their config)."""
+
+  def __init__(self, conv_layer_params, scale: bool, channels_first: bool, **kwargs):
+    super().__init__(**kwargs)
+    self._params = [tuple(p) for p in conv_layer_params]
+    self._scale, self._channels_first = scale, channels_first
+    self._convs = [
+      tf.keras.layers.Conv2D(filters, kernel, stride, padding="same", activation="relu")
+      for filters, kernel, stride in self._params
+    ]
+
+  def call(self, x):
+    x = tf.cast(x, tf.float32) / 255.0 if self._scale else x
+    x = tf.transpose(x, [0, 2, 3, 1]) if self._channels_first else x
+    for conv in self._convs:
+      x = conv(x)
+    return x
+
+  def get_config(self):
+    return {
+      **super().get_config(),
+      "conv_layer_params": self._params,
+      "scale": self._scale,
+      "channels_first": self._channels_first,
+    }
+
+
 @gin.configurable
 def q_network(
   observation_spec: tensor_spec.TensorSpec,
@@ -51,19 +80,33 @@ def q_network(
   fc_layer_params: Sequence[int] = (64, 64),
   conv_layer_params: Sequence[tuple[int, int, int]] | None = None,
   channels_first: bool = False,
+  conv_padding: str = "valid",
   torch_init: bool = False,
+  glorot_output: bool = False,
 ) -> tfa_q_network.QNetwork:
   """A Q-network: optional conv layers (filters, kernel, stride), then dense layers.
 
   channels_first: observations are (channels, height, width), e.g. stacked Atari frames.
+  conv_padding: 'valid' (TF-Agents' and DeepMind's Nature CNN: 84 -> 20 -> 9 -> 7) or
+    'same' (flax's default, so Dopamine's JAX NatureDQNNetwork: 84 -> 21 -> 11 -> 11).
   torch_init: PyTorch's default initialisation, which SB3's DQN keeps (its QNetwork adds no
     init of its own): kernels and biases uniform in +-1/sqrt(fan_in), instead of TF-Agents'
     Glorot layers and its output layer's uniform(+-0.03) kernel with bias -0.2.
+  glorot_output: the output layer Glorot-uniform with zero bias like the others (Dopamine's
+    JAX networks: xavier_uniform everywhere), instead of TF-Agents' uniform(+-0.03), -0.2.
   """
+  if conv_padding not in ("valid", "same"):
+    raise ValueError(f"q_network.conv_padding must be 'valid' or 'same', got {conv_padding!r}")
+  preprocessing = _preprocessing(observation_spec, channels_first)
+  if conv_layer_params and conv_padding == "same":
+    # TF-Agents' EncodingNetwork builds 'valid' convolutions only: these go in front of it.
+    scale = observation_spec.dtype == tf.uint8
+    preprocessing = _SameConvolutions(tuple(map(tuple, conv_layer_params)), scale, channels_first)
+    conv_layer_params = None
   net = tfa_q_network.QNetwork(
     observation_spec,
     action_spec,
-    preprocessing_layers=_preprocessing(observation_spec, channels_first),
+    preprocessing_layers=preprocessing,
     conv_layer_params=conv_layer_params,
     fc_layer_params=fc_layer_params,
   )
@@ -71,6 +114,11 @@ def q_network(
     net.create_variables()
     layer_types = (tf.keras.layers.Dense, tf.keras.layers.Conv2D)
     _torch_default([m for m in net.submodules if isinstance(m, layer_types)])
+  if glorot_output:
+    net.create_variables()
+    output = net._q_value_layer  # TF-Agents' Q-value head (no public accessor in 0.19)
+    output.kernel.assign(tf.keras.initializers.GlorotUniform()(output.kernel.shape))
+    output.bias.assign(tf.zeros_like(output.bias))
   return net
 
 

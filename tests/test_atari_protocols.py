@@ -116,6 +116,10 @@ def check_dopamine(legacy: bool = False) -> None:
   """dopamine/jax/agents/dqn/configs/dqn.gin (legacy: dopamine/agents/dqn/configs/dqn.gin)."""
   _check_common_dqn()
   assert q("run_experiment.num_env_steps") == 200 * 250_000  # Runner.num_iterations x training_steps
+  # NatureDQNNetwork: 'same' padding (flax nn.Conv's default; the legacy TF network's
+  # padding='same'), Glorot/xavier-uniform kernels on every layer, zero biases.
+  assert q("q_network.conv_padding") == "same"
+  assert q("q_network.glorot_output") is True
   # target_update_period: 8k agent steps.
   assert q("dqn_agent.target_update_period") * _agent_steps_per_gradient_step() == 8_000
   if legacy:

@@ -77,3 +77,24 @@ def test_torch_init_is_uniform_in_one_over_sqrt_fan_in():
   default.create_variables()
   output = [layer for layer in networks._dense_layers(default) if layer.units == 2]
   np.testing.assert_allclose(output[0].bias.numpy(), -0.2)  # TF-Agents' own
+
+
+def test_dopamine_nature_cnn_pads_same_and_initialises_its_output_like_the_rest():
+  """Dopamine's NatureDQNNetwork (flax nn.Conv, padding 'same' by default): 84 -> 21 -> 11
+  -> 11, so 11 x 11 x 64 = 7,744 inputs to the 512-unit layer; DeepMind's 'valid' one: 7 x 7
+  x 64 = 3,136. Its output layer is xavier-uniform with zero bias, not TF-Agents' -0.2."""
+  frames = tensor_spec.BoundedTensorSpec((4, 84, 84), tf.uint8, 0, 255)
+  actions = tensor_spec.BoundedTensorSpec((), tf.int64, 0, 3)
+  convs = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
+  for padding, inputs in (("same", 11 * 11 * 64), ("valid", 7 * 7 * 64)):
+    net = networks.q_network(
+      frames, actions, (512,), convs, channels_first=True, conv_padding=padding, glorot_output=True
+    )
+    q_values, _ = net(tf.zeros([2, 4, 84, 84], tf.uint8))
+    assert q_values.shape == (2, 4)
+    dense = [layer for layer in networks._dense_layers(net) if layer.units == 512]
+    assert dense[0].kernel.shape == (inputs, 512), padding
+    output = [layer for layer in networks._dense_layers(net) if layer.units == 4][0]
+    assert not output.bias.numpy().any()
+    bound = (6 / (512 + 4)) ** 0.5  # Glorot uniform
+    assert 0.5 * bound < np.abs(output.kernel.numpy()).max() <= bound

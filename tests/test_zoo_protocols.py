@@ -1,0 +1,106 @@
+"""The CartPole and Pendulum gin files hold every RL Baselines3 Zoo value they cite
+(hyperparams/dqn.yml, ppo.yml) and the SB3 defaults those run with: changing one fails.
+
+    .venv/bin/python -m pytest -q tests/test_zoo_protocols.py
+"""
+
+import math
+
+import gin
+import pytest
+
+from pipelines import cli, configurables  # noqa: F401 (registers the configurables)
+
+from conftest import REPO
+
+
+def _check(table: dict) -> None:
+  """Every value of `table` as the parsed gin config holds it."""
+  for name, expected in table.items():
+    actual = gin.query_parameter(name)
+    if isinstance(expected, float):
+      assert actual == pytest.approx(expected), (name, actual)
+    else:
+      assert actual == expected, (name, actual)
+
+
+# name -> the Zoo's / SB3's value, in this pipeline's units (env steps summed over copies).
+DQN_CARTPOLE = {
+  "tf.keras.optimizers.Adam.learning_rate": 2.3e-3,  # learning_rate
+  "make_dataset.batch_size": 64,  # batch_size
+  "uniform_replay.capacity": 100_000,  # buffer_size
+  "OffPolicyTrainer.initial_collect_steps": 1_000,  # learning_starts
+  "dqn_agent.gamma": 0.99,  # gamma
+  "linear_schedule.start": 1.0,
+  "linear_schedule.end": 0.04,  # exploration_final_eps
+  "linear_schedule.duration": 8_000,  # exploration_fraction 0.16 x n_timesteps 5e4
+  "q_network.fc_layer_params": (256, 256),  # net_arch
+  "q_network.torch_init": True,  # SB3's QNetwork keeps nn.Linear's init
+}
+PPO_CARTPOLE = {
+  "collect/make_environment.num_envs": 8,  # n_envs
+  "OnPolicyTrainer.collect_per_iteration": 8 * 32,  # n_envs x n_steps
+  "ppo_agent.num_epochs": 20,  # n_epochs
+  "ppo_agent.num_minibatches": 1,  # batch_size 256 = the whole batch
+  "ppo_agent.discount_factor": 0.98,  # gamma
+  "ppo_agent.lambda_value": 0.8,  # gae_lambda
+  "ppo_agent.importance_ratio_clipping": 0.2,  # clip_range (lin_0.2 at its start)
+  "tf.keras.optimizers.Adam.learning_rate": 1e-3,  # learning_rate (lin_0.001 at its start)
+  "tf.keras.optimizers.Adam.epsilon": 1e-5,  # SB3 ActorCriticPolicy's Adam
+  "ppo_agent.entropy_regularization": 0.0,  # ent_coef
+  "ppo_agent.value_pred_loss_coef": 0.5,  # vf_coef (SB3 default)
+  "ppo_agent.gradient_clipping": 0.5,  # max_grad_norm (SB3 default)
+  "ppo_agent.normalize_observations": False,  # no `normalize`
+  "ppo_agent.normalize_rewards": False,
+  "actor_network.orthogonal_init": True,  # ortho_init (SB3 default)
+  "value_network.orthogonal_init": True,
+}
+PPO_PENDULUM = {
+  "collect/make_environment.num_envs": 4,  # n_envs
+  "OnPolicyTrainer.collect_per_iteration": 4 * 1_024,  # n_envs x n_steps
+  "run_experiment.num_env_steps": 100_000,  # n_timesteps
+  "ppo_agent.num_epochs": 10,  # n_epochs
+  "ppo_agent.num_minibatches": 4 * 1_024 // 64,  # SB3's default batch_size 64
+  "ppo_agent.discount_factor": 0.9,  # gamma
+  "ppo_agent.lambda_value": 0.95,  # gae_lambda
+  "ppo_agent.importance_ratio_clipping": 0.2,  # clip_range
+  "tf.keras.optimizers.Adam.learning_rate": 1e-3,  # learning_rate
+  "tf.keras.optimizers.Adam.epsilon": 1e-5,
+  "ppo_agent.entropy_regularization": 0.0,  # ent_coef
+  "ppo_agent.value_pred_loss_coef": 0.5,
+  "ppo_agent.gradient_clipping": 0.5,
+  "ppo_agent.normalize_observations": False,  # no `normalize` in the Zoo's Pendulum-v1
+  "ppo_agent.normalize_rewards": False,
+  "actor_network.orthogonal_init": True,
+  "value_network.orthogonal_init": True,
+  "normal_projection.std_bias_initializer_value": math.log(math.e - 1),  # std 1: log_std_init 0
+  "normal_projection.squash_mean": False,
+}
+TABLES = {
+  "gin/dqn_cartpole.gin": DQN_CARTPOLE,
+  "gin/ppo_cartpole.gin": PPO_CARTPOLE,
+  "gin/ppo_pendulum.gin": PPO_PENDULUM,
+}
+
+
+@pytest.mark.parametrize("gin_file", list(TABLES))
+def test_gin_file_holds_the_zoo_values_it_cites(gin_file):
+  gin.clear_config()
+  cli.parse_gin([str(REPO / gin_file)], [])
+  _check(TABLES[gin_file])
+
+
+@pytest.mark.parametrize("gin_file", list(TABLES))
+def test_changing_any_cited_value_fails_the_check(gin_file):
+  for name, expected in TABLES[gin_file].items():
+    changed = (
+      (not expected)
+      if isinstance(expected, bool)
+      else expected + (1,)
+      if isinstance(expected, tuple)
+      else expected * 2 + 1
+    )
+    gin.clear_config()
+    cli.parse_gin([str(REPO / gin_file)], [f"{name} = {changed!r}"])
+    with pytest.raises(AssertionError):
+      _check(TABLES[gin_file])

@@ -19,12 +19,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import gin
 
-from pipelines import cli
+from pipelines import cli, devices
 from pipelines import run_folder as rf
 from pipelines.errors import PipelineError
 
@@ -37,6 +37,20 @@ def train_command(gin_files: Sequence[str], bindings: Sequence[str], root_dir: s
   command = [sys.executable, "-m", "pipelines.train", *(f"--gin_file={f}" for f in gin_files)]
   command += [f"--gin_bindings={b}" for b in bindings]
   return command + [f"--root_dir={root_dir}"]
+
+
+def child_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+  """The environment of a child run: this one (`environ`, default `os.environ`), plus output
+  line by line, quiet TensorFlow, this package importable, and GPU memory growth.
+
+  Growth so that children sharing a GPU (parallel sweep runs, trials, launch roles) each take
+  what they use instead of the first one reserving the whole GPU; setdefault, so a user's own
+  `TF_FORCE_GPU_ALLOW_GROWTH` wins.
+  """
+  env = dict(os.environ if environ is None else environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+  env.setdefault(devices.ALLOW_GROWTH_ENV, "true")
+  env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
+  return env
 
 
 def check_config(gin_files: Sequence[str], bindings: Sequence[str]) -> dict:
@@ -132,8 +146,6 @@ class TrainProcess:
     self.log_path = log_path
     self.started = time.monotonic()
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
     parent_pid = os.getpid()
     with open(log_path, "a") as log:  # appended: a resumed run keeps its earlier output
       log.write(f"$ {' '.join(command)}\n")
@@ -143,7 +155,7 @@ class TrainProcess:
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
-        env=env,
+        env=child_env(),
         preexec_fn=lambda: _die_with(parent_pid),
         start_new_session=own_session,
       )

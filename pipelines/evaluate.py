@@ -35,7 +35,7 @@ def _evaluate() -> int:
   import gin
   from tf_agents.environments import tf_py_environment
 
-  from pipelines import checkpoints, configurables, evaluation  # noqa: F401
+  from pipelines import checkpoints, configurables, devices, evaluation  # noqa: F401
   from pipelines import run_folder as rf
 
   folder = rf.RunFolder(FLAGS.root_dir)
@@ -49,6 +49,7 @@ def _evaluate() -> int:
   if FLAGS.policy == "greedy" and not any(folder.path(p).exists() for p in (rf.POLICY, rf.POLICY + ".old")):
     raise cli.PipelineError(f"{folder.root} has no exported policy yet ({rf.POLICY}/ missing)")
   cli.parse_gin([str(config)], [])
+  devices.configure()  # before the environment's and the policy's first op
   with gin.config_scope("eval"):
     # A video shows one episode at a time: one copy, whatever the run evaluated with.
     copies = {"num_envs": 1} if FLAGS.video else {}

@@ -88,6 +88,10 @@ def _launch() -> int:
   from pipelines import distributed
 
   role = FLAGS.role
+  if role != "all":  # each role's process (--role=all: its children) picks its device
+    from pipelines import devices
+
+    devices.configure()
   if role == "server":
     return distributed.run_server(FLAGS.root_dir, FLAGS.port)
   if role == "learner":

@@ -29,9 +29,10 @@ def _train() -> int:
   if not FLAGS.gin_file:
     raise cli.PipelineError("give at least one --gin_file (e.g. gin/dqn_cartpole.gin)")
   cli.quiet_libraries()
-  from pipelines import configurables, experiment  # noqa: F401  (registers every configurable)
+  from pipelines import configurables, devices, experiment  # noqa: F401  (registers every configurable)
 
   cli.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
+  devices.configure()  # before the run builds its first variable
   final = experiment.run_experiment(FLAGS.root_dir)
   print(f"Run folder: {experiment.rf.RunFolder(FLAGS.root_dir).root}")
   print("Final evaluation: " + json.dumps(final))

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates .venv with Python 3.11 and installs the package with its pinned dependencies.
-# Re-running it reuses what is installed (it reinstalls only when setup.cfg changed).
+# Re-running it reuses what is installed (it reinstalls only when setup.cfg or EXTRAS changed).
 #   scripts/setup_env.sh            # then use .venv/bin/pipelines-train ...
+#   EXTRAS=gpu scripts/setup_env.sh # NVIDIA GPU: adds TensorFlow's CUDA wheels (setup.cfg, ~1.9 GB)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,11 +27,12 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 
-stamp=.venv/.installed-$(cat setup.cfg pyproject.toml | sha256sum | cut -c1-16)
+extras=dev${EXTRAS:+,$EXTRAS}  # dev always: scripts/test.sh needs pytest and ruff
+stamp=.venv/.installed-$({ cat setup.cfg pyproject.toml; echo "$extras"; } | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   echo "Installing tfa-pipelines and its pinned dependencies into .venv (first time: a few minutes)" >&2
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=23" >&2
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev]" >&2
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[$extras]" >&2
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

@@ -4,15 +4,17 @@
     .venv/bin/python scripts/bench_atari.py --skip_memory        # (a)-(c) only
     .venv/bin/python scripts/bench_atari.py --num_envs=8 --save_restore
     .venv/bin/python scripts/bench_atari.py --update_only --update_variants  # (a) and its costs
+    .venv/bin/python scripts/bench_atari.py --gin_file=gin/dqn_breakout_dopamine.gin --skip_memory
 
-(a) train steps/s of the Nature CNN update alone (batch 32, RMSprop) in one compiled loop,
+(a) train steps/s of the Nature CNN update alone (batch 32, the gin's optimizer) in one compiled loop,
     on one fixed batch, against a plain-TensorFlow reference update of the same network,
     weights, optimizer, loss and batch (the hardware limit, target >= 0.95), and reading each
     batch from the frame-stack replay as the trainer does; --update_variants also times the
     reference with DqnAgent's pieces added one at a time and the project's update with one
     change each;
 (b) agent steps/s of the whole collect-train loop at one gradient step per 4 agent steps,
-    and its ratio to 4 x (a) (target >= 0.85);
+    and its ratio to 4 x the plain-TF reference update of (a) (target >= 0.85), so that the
+    update's own overhead counts against the loop too;
 (c) collection-only agent steps/s through the loop (ale-py's AtariVectorEnv behind the
     adapter, TF-Agents' driver, replay adds, training metrics) against the raw
     AtariVectorEnv on the same number of envs and threads, both with uniform random
@@ -21,6 +23,8 @@
 (d) resident memory of a full 1M-transition frame-stack replay (target <= 8 GB), filled
     with random frames in life-episodes of 50 steps; --save_restore also times writing and
     reading it as a checkpoint.
+--gin_file picks the experiment (default the Nature protocol); the reference follows its network
+padding ('valid' or Dopamine's 'same'), its optimizer and its loss (Huber or MSE).
 Agent steps are counted alike on both sides: steps whose action acts. The step that
 auto-resets a copy after its episode ended (ale-py's NEXT_STEP mode) is not one; the loop's
 counter (TF-Agents' EnvironmentSteps) skips it too. Each ratio is the median over --rounds
@@ -63,8 +67,11 @@ def rss_gb() -> float:
   return float("nan")
 
 
+GIN_FILE = "gin/dqn_breakout_nature.gin"  # --gin_file
+
+
 def build(num_envs: int, train_steps: int, initial_collect_steps: int = 2_000):
-  """The Nature experiment's parts, collecting on ale-py's fast path with `num_envs` copies."""
+  """The experiment's parts (GIN_FILE), collecting on ale-py's fast path with `num_envs` copies."""
   gin.clear_config()
   bindings = [
     f"collect/make_environment.num_envs = {num_envs}",
@@ -75,7 +82,7 @@ def build(num_envs: int, train_steps: int, initial_collect_steps: int = 2_000):
     "eval/make_environment.num_envs = 1",
     "collect/make_environment.vector_env_fn = @atari_vector_env",
   ]
-  cli.parse_gin([str(REPO / "gin/dqn_breakout_nature.gin")], bindings)
+  cli.parse_gin([str(REPO / GIN_FILE)], bindings)
   parts = configurables.experiment.build_components()
   parts.trainer.initialize()
   return parts
@@ -140,16 +147,17 @@ def project_variants(parts, steps: int, batch) -> dict[str, Callable[[], int]]:
   return fns
 
 
-def nature_cnn(num_actions: int) -> tf.keras.Sequential:
+def nature_cnn(num_actions: int, padding: str) -> tf.keras.Sequential:
   """The project's Nature CNN in plain Keras: uint8 (4, 84, 84) stacks, scaled by 1/255 and made
-  channels-last inside the network, as pipelines.networks.q_network does."""
+  channels-last inside the network, as pipelines.networks.q_network does; 'valid' (Nature) or
+  'same' (Dopamine's JAX network) padding."""
   layers = tf.keras.layers
   return tf.keras.Sequential([
     tf.keras.Input((4, 84, 84), dtype=tf.uint8),
     layers.Lambda(lambda x: tf.transpose(tf.cast(x, tf.float32) / 255.0, [0, 2, 3, 1])),
-    layers.Conv2D(32, 8, 4, activation="relu"),
-    layers.Conv2D(64, 4, 2, activation="relu"),
-    layers.Conv2D(64, 3, 1, activation="relu"),
+    layers.Conv2D(32, 8, 4, padding=padding, activation="relu"),
+    layers.Conv2D(64, 4, 2, padding=padding, activation="relu"),
+    layers.Conv2D(64, 3, 1, padding=padding, activation="relu"),
     layers.Flatten(),
     layers.Dense(512, activation="relu"),
     layers.Dense(num_actions),
@@ -162,6 +170,18 @@ def huber(error):
   return 0.5 * quadratic**2 + tf.abs(error) - quadratic
 
 
+def squared(error):
+  """TF-Agents' element_wise_squared_loss (Dopamine's 'mse': no 1/2)."""
+  return tf.square(error)
+
+
+def gin_or(name: str, default):
+  try:
+    return gin.query_parameter(name)
+  except ValueError:  # not bound: the factory's default
+    return default
+
+
 # XLA off: oneDNN's convolutions beat XLA:CPU's here; the reference with XLA on ran at 0.90-0.98x
 # of it in interleaved rounds on this shared 2-core machine (--update_variants prints it).
 REFERENCE_XLA = False
@@ -169,12 +189,16 @@ REFERENCE_XLA = False
 
 def reference_update(parts, jit_compile: bool, extras: frozenset = frozenset()):
   """A plain-TensorFlow DQN update of the project's computation (one `tf.function`, no
-  TF-Agents): the same network and weights, optimizer, Huber loss, gamma and batch.
+  TF-Agents): the same network and weights, optimizer, loss (Huber or MSE), gamma and batch.
   `extras` adds DqnAgent's pieces one at a time: "second_target_pass" (its target greedy
   policy runs the target network again for the argmax), "check_numerics", "periodic_target"
   (the target copy under common.Periodically's tf.cond)."""
   agent = parts.agent
-  online, target = nature_cnn(agent.action_spec.maximum + 1), nature_cnn(agent.action_spec.maximum + 1)
+  padding = gin_or("q_network.conv_padding", "valid")
+  online, target = (nature_cnn(agent.action_spec.maximum + 1, padding) for _ in range(2))
+  loss_fn = {"huber": huber, "squared": squared}[
+    "squared" if "squared" in str(gin_or("dqn_agent.td_errors_loss_fn", "huber")) else "huber"
+  ]
   online.set_weights(agent._q_network.get_weights())  # the same weights: the same loss, checked in main
   target.set_weights(agent._target_q_network.get_weights())
   optimizer = type(agent._optimizer).from_config(agent._optimizer.get_config())
@@ -193,7 +217,7 @@ def reference_update(parts, jit_compile: bool, extras: frozenset = frozenset()):
     valid = tf.cast(experience.step_type[:, 0] != 2, tf.float32)  # no target after a LAST step
     with tf.GradientTape() as tape:
       q = tf.gather(online(observation[:, 0]), experience.action[:, 0], batch_dims=1)
-      loss = tf.reduce_mean(valid * huber(td_target - q))
+      loss = tf.reduce_mean(valid * loss_fn(td_target - q))
     if "check_numerics" in extras:
       tf.debugging.check_numerics(loss, "Loss is inf or nan")  # unused, as in DqnAgent._train
     weights = online.trainable_variables
@@ -325,6 +349,7 @@ def _spec():
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--gin_file", default=GIN_FILE, help="the Atari experiment (its network and update)")
   parser.add_argument("--num_envs", type=int, default=4, help="copies for (b) and (c)")
   parser.add_argument("--train_steps", type=int, default=40, help="gradient steps per round of (a)")
   parser.add_argument("--agent_steps", type=int, default=400, help="agent steps per round of (b), (c)")
@@ -338,8 +363,10 @@ def main() -> None:
   )
   parser.add_argument("--save_restore", action="store_true")
   args = parser.parse_args()
+  global GIN_FILE
+  GIN_FILE = args.gin_file
   os.chdir(REPO)  # gin includes are relative to the repository root
-  print(f"load average {os.getloadavg()} on {os.cpu_count()} cores; TF devices "
+  print(f"{GIN_FILE}: load average {os.getloadavg()} on {os.cpu_count()} cores; TF devices "
         f"{[d.device_type for d in tf.config.list_physical_devices()]}", flush=True)  # fmt: skip
 
   parts = build(args.num_envs, train_steps=1)
@@ -362,8 +389,9 @@ def main() -> None:
   r = rounds(fns, args.rounds)
   parts.close()
   ratio = r["update"] / r["reference"]
+  network = f"Nature CNN ('{gin_or('q_network.conv_padding', 'valid')}' padding)"
   print(
-    f"(a) Nature CNN update, batch 32: {np.median(r['update']):.1f} train steps/s alone; plain-TF "
+    f"(a) {network} update, batch 32: {np.median(r['update']):.1f} train steps/s alone; plain-TF "
     f"reference (XLA {'on' if REFERENCE_XLA else 'off'}) {np.median(r['reference']):.1f}; ratio "
     f"{np.median(ratio):.2f} [rounds {ratio.min():.2f}-{ratio.max():.2f}]; target >= 0.95 "
     f"(first loss: reference {same[0]:.6f}, project {same[1]:.6f})",
@@ -379,11 +407,12 @@ def main() -> None:
   if args.update_only:
     return
   print(f"    the update reading each batch from the replay: {np.median(r['sampled']):.1f} train steps/s")
-  ratio = r["loop"] / (4 * r["update"])
+  ratio, own = r["loop"] / (4 * r["reference"]), r["loop"] / (4 * r["update"])
   print(
     f"(b) collect + train loop, 1 gradient step per 4 agent steps ({args.num_envs} envs, ale-py "
-    f"vector env): {np.median(r['loop']):.1f} agent steps/s = {np.median(ratio):.2f} x 4 x (a) "
-    f"[rounds {ratio.min():.2f}-{ratio.max():.2f}]; target >= 0.85",
+    f"vector env): {np.median(r['loop']):.1f} agent steps/s = {np.median(ratio):.2f} x 4 x the "
+    f"reference update [rounds {ratio.min():.2f}-{ratio.max():.2f}]; target >= 0.85 "
+    f"({np.median(own):.2f} x 4 x the project's own update)",
     flush=True,
   )
   parts = build(args.num_envs, train_steps=0, initial_collect_steps=args.collect_steps)

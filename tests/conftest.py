@@ -1,7 +1,16 @@
-"""Shared helpers: run the real command-line tools as subprocesses at toy scale."""
+"""Shared helpers: run experiments at toy scale, in this process or through the real command line.
+
+`run_train` launches `python -m pipelines.train` as a subprocess: for tests about the command
+line itself (exit codes, error lines, signals, kills, locks). `train_here` runs the same
+experiment inside the test process, sharing its TensorFlow start-up (~5-10 s a launch on
+2 cores): for tests about what an experiment does (agents, learning).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import os
 import subprocess
 import sys
@@ -48,6 +57,43 @@ def run_train(root_dir, gin_file="gin/dqn_cartpole.gin", bindings=(), toy=True, 
   )
 
 
+def train_here(
+  root_dir, gin_file="gin/dqn_cartpole.gin", bindings=(), toy=True
+) -> subprocess.CompletedProcess:
+  """`pipelines-train` in this process: the same gin parsing, run and output lines.
+
+  Returns what `run_train` returns (exit code 0, or 2 with the one error line on stderr);
+  command.txt records the equivalent command. Gin's global config is cleared around the run.
+  """
+  import gin
+
+  from pipelines import cli, configurables, experiment  # noqa: F401  (registers every configurable)
+
+  command = train_command(root_dir, gin_file, bindings, toy)
+  flags = [arg.split("=", 1) for arg in command[3:]]
+  gin_files = [str(REPO / value) for name, value in flags if name == "--gin_file"]
+  gin_bindings = [value for name, value in flags if name == "--gin_bindings"]
+  out, err = io.StringIO(), io.StringIO()
+
+  def train() -> int:
+    cli.parse_gin(gin_files, gin_bindings)
+    final = experiment.run_experiment(str(root_dir))
+    print(f"Run folder: {root_dir}")
+    print("Final evaluation: " + json.dumps(final))
+    return 0
+
+  orig_argv = sys.orig_argv
+  sys.orig_argv = command  # what command.txt records
+  gin.clear_config()
+  try:
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+      code = cli.main_with_errors(train, "pipelines-train")
+  finally:
+    gin.clear_config()
+    sys.orig_argv = orig_argv
+  return subprocess.CompletedProcess(command, code, out.getvalue(), err.getvalue())
+
+
 def run_module(module: str, *args: str, timeout=300):
   return subprocess.run(
     [sys.executable, "-m", module, *args],
@@ -63,6 +109,6 @@ def run_module(module: str, *args: str, timeout=300):
 def toy_run(tmp_path_factory) -> Path:
   """One finished toy-scale DQN CartPole run, shared by the tests that only read it."""
   root = tmp_path_factory.mktemp("toy") / "run"
-  result = run_train(root)
+  result = train_here(root)
   assert result.returncode == 0, result.stderr[-3000:]
   return root

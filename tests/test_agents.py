@@ -1,5 +1,5 @@
-"""Agents: every swap the README shows runs through the real CLI at toy scale, and an
-agent that cannot act in the action space is refused at start-up with one line."""
+"""Agents: every swap the README shows runs at toy scale (in-process: the run, not the CLI, is under
+test), and an agent that cannot act in the action space is refused at start-up with one line."""
 
 import json
 
@@ -7,7 +7,7 @@ import pytest
 
 from pipelines import run_folder as rf
 
-from conftest import run_train
+from conftest import train_here
 
 # On-policy toy scale: small batches, so the few hundred toy env steps are a few iterations.
 ON_POLICY_TOY = ["OnPolicyTrainer.collect_per_iteration = 64", "ppo_agent.num_epochs = 2"]
@@ -39,7 +39,7 @@ README_SWAPS = {
 def test_readme_swap_runs_at_toy_scale(tmp_path, swap):
   gin_file, bindings, toy_bindings = README_SWAPS[swap]
   root = tmp_path / "run"
-  result = run_train(root, gin_file=gin_file, bindings=[*bindings, *toy_bindings])
+  result = train_here(root, gin_file=gin_file, bindings=[*bindings, *toy_bindings])
   assert result.returncode == 0, result.stderr[-3000:]
   final = json.loads(result.stdout.split("Final evaluation: ")[1].splitlines()[0])
   assert final["env_steps"] >= 400 and final["num_episodes"] == 2
@@ -67,7 +67,7 @@ def test_readme_swap_runs_at_toy_scale(tmp_path, swap):
 )
 def test_discrete_agent_on_pendulum_is_refused_at_start_up(tmp_path, gin_file, bindings, agent):
   root = tmp_path / "run"
-  result = run_train(root, gin_file=gin_file, bindings=bindings, toy=False)
+  result = train_here(root, gin_file=gin_file, bindings=bindings, toy=False)
   assert result.returncode == 2, result.stderr[-3000:]
   lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
   assert lines[-1].startswith("pipelines-train: error:"), result.stderr[-3000:]

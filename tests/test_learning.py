@@ -1,7 +1,8 @@
 """Learning checks: with a fixed seed the agent really learns (a greedy-return threshold).
 
 Each run stops at its gin file's `run_experiment.target_return` (475 for CartPole-v1),
-so a passing test costs about as long as the agent needs to get there.
+so a passing test costs about as long as the agent needs to get there. The runs share this
+process's TensorFlow start-up (`train_here`); the command line has its own tests.
 """
 
 import json
@@ -10,7 +11,7 @@ import pytest
 
 from pipelines import run_folder as rf
 
-from conftest import run_train
+from conftest import train_here
 
 # Off-policy runs are not bit-reproducible on a multi-threaded CPU (the same seed solved
 # CartPole after 5k env steps in one run and 46k in another), so they get a generous
@@ -30,7 +31,7 @@ def _best_and_final(root, result) -> tuple[float, dict]:
 def test_dqn_solves_cartpole(tmp_path):
   root = tmp_path / "dqn"
   best, _ = _best_and_final(
-    root, run_train(root, gin_file="gin/dqn_cartpole.gin", bindings=OFF_POLICY_BUDGET, toy=False)
+    root, train_here(root, gin_file="gin/dqn_cartpole.gin", bindings=OFF_POLICY_BUDGET, toy=False)
   )
   assert best >= 475, f"best 10-episode greedy mean {best}"
 
@@ -49,5 +50,5 @@ def test_dqn_solves_cartpole(tmp_path):
 )
 def test_agent_solves_cartpole(tmp_path, gin_file, threshold, bindings):
   root = tmp_path / "run"
-  best, final = _best_and_final(root, run_train(root, gin_file=gin_file, bindings=bindings, toy=False))
+  best, final = _best_and_final(root, train_here(root, gin_file=gin_file, bindings=bindings, toy=False))
   assert best >= threshold, f"best 10-episode greedy mean {best}; final {final}"

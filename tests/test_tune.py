@@ -9,7 +9,7 @@ import pytest
 from pipelines import tune
 from pipelines.errors import PipelineError
 
-from conftest import TOY_BINDINGS, run_module, run_train
+from conftest import TOY_BINDINGS, run_module, train_here
 
 SPACE = """
 objective: mean_return
@@ -54,7 +54,7 @@ def test_tiny_study_writes_a_gin_file_that_trains_and_resumes(tmp_path):
   assert _finished_trials(study / tune.STUDY_DB) == 2
   assert not (study / "trial_0002").exists()
 
-  trained = run_train(tmp_path / "best_run", gin_file=str(best), toy=False)
+  trained = train_here(tmp_path / "best_run", gin_file=str(best), toy=False)  # best.gin, not the CLI
   assert trained.returncode == 0, trained.stderr[-3000:]
   final = json.loads(trained.stdout.strip().splitlines()[-1].split(": ", 1)[1])
   assert final["env_steps"] >= 400

@@ -211,50 +211,52 @@ def test_roles_start_in_any_order_and_a_killed_learner_resumes(tmp_path):
 # ---------------------------------------------------------------- learning
 
 
-def _status_lines(text: str) -> list[str]:
-  return [line for line in text.splitlines() if re.match(r"\[\d\d:\d\d\] ", line)]
+# The in-process learning tests (test_learning.py) hold every agent to CartPole-v1's 475; here
+# the question is whether actors, server and learner together learn at all, so these runs stop at
+# CartPole-v0's "solved" 195 (a random policy averages ~22), about half the time of a 475 run.
+LEARNED = 195.0
+STOP_AT_LEARNED = f"--gin_bindings=run_experiment.target_return = {LEARNED}"
 
 
-def test_dqn_with_two_actors_learns_cartpole_and_survives_an_actor_kill(tmp_path):
+def test_dqn_with_two_actors_learns_cartpole(tmp_path):
   root = tmp_path / "run"
-  with processes() as start:
-    launch = start(
-      [f"--gin_file={DQN}", f"--root_dir={root}", "--num_actors=2", "--wait_timeout=120"],
-      tmp_path / "launch.log",
-    )
-    roles_file = root / rf.LOGS / "roles.json"
-    wait_for(lambda: train_steps(root) >= 500, 600, "the learner to train")
-    victim = json.loads(roles_file.read_text())["actor 0"]
-    os.kill(victim, signal.SIGKILL)
-    before = train_steps(root)
-    wait_for(lambda: "actor 0 exited with -9; restarting it" in launch.text(), 60, "the restart line")
-    wait_for(lambda: json.loads(roles_file.read_text())["actor 0"] != victim, 30, "a new actor 0")
-    wait_for(lambda: train_steps(root) > before + 500, 600, "training with the actors after the kill")
-    assert launch.wait(timeout=1_500) == 0, launch.text()[-3000:]
+  result = run_launch(
+    f"--gin_file={DQN}", STOP_AT_LEARNED, f"--root_dir={root}", "--num_actors=2", timeout=1_500
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
   records = rf.RunFolder(root).read_metrics()
-  assert records[-1]["average_return"] >= 475, records[-1]
+  assert records[-1]["average_return"] >= LEARNED, records[-1]
   assert records[-1]["num_episodes"] == 10
-  log = (root / rf.LOGS / "actor_0.log").read_text()
-  assert log.count("collecting with") >= 2  # the restarted actor rejoined
   exports = rf.RunFolder(root).read_metrics("eval_exports.jsonl")
   assert exports and all("average_return" in e for e in exports)  # the evaluator followed the exports
 
 
 def test_ppo_with_two_actors_learns_cartpole(tmp_path):
   root = tmp_path / "run"
-  result = run_launch(f"--gin_file={PPO}", f"--root_dir={root}", "--num_actors=2", "--noeval", timeout=1_500)
+  result = run_launch(
+    f"--gin_file={PPO}", STOP_AT_LEARNED, f"--root_dir={root}", "--num_actors=2", "--noeval", timeout=1_500
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   records = rf.RunFolder(root).read_metrics()
-  assert records[-1]["average_return"] >= 475, records[-1]
+  assert records[-1]["average_return"] >= LEARNED, records[-1]
   assert "Final evaluation: average return" in result.stdout
 
 
-def test_supervisor_stops_every_role_on_sigint(tmp_path):
+def test_supervisor_restarts_a_killed_actor_and_stops_every_role_on_sigint(tmp_path):
   root = tmp_path / "run"
   with processes() as start:
     launch = start([f"--gin_file={DQN}", f"--root_dir={root}", "--num_actors=1"], tmp_path / "launch.log")
+    roles_file = root / rf.LOGS / "roles.json"
     wait_for(lambda: train_steps(root) > 0, 600, "training")
-    pids = json.loads((root / rf.LOGS / "roles.json").read_text())
+    victim = json.loads(roles_file.read_text())["actor 0"]
+    os.kill(victim, signal.SIGKILL)
+    before = train_steps(root)
+    wait_for(lambda: "actor 0 exited with -9; restarting it" in launch.text(), 60, "the restart line")
+    wait_for(lambda: json.loads(roles_file.read_text())["actor 0"] != victim, 30, "a new actor 0")
+    actor_log = root / rf.LOGS / "actor_0.log"
+    wait_for(lambda: actor_log.read_text().count("collecting with") >= 2, 300, "the new actor to collect")
+    wait_for(lambda: train_steps(root) > before, 300, "training with the restarted actor")
+    pids = json.loads(roles_file.read_text())
     os.killpg(launch.popen.pid, signal.SIGINT)
     assert launch.wait(timeout=300) == 130
     for pid in pids.values():

@@ -12,4 +12,5 @@ args=()
 for arg in "$@"; do
   if [ "$arg" = "--slow" ]; then args+=(-m ""); else args+=("$arg"); fi
 done
-exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 "${args[@]}"
+# One worker per core; idle workers take queued tests from busy ones (worksteal).
+exec .venv/bin/python -m pytest -q -p no:cacheprovider -n auto --dist=worksteal --durations=15 "${args[@]}"

@@ -3,6 +3,8 @@
     .venv/bin/python scripts/bench_cartpole.py                  # everything, 3 seeds
     .venv/bin/python scripts/bench_cartpole.py --agents=dqn --seeds=0,1,2 --skip_throughput
     .venv/bin/python scripts/bench_cartpole.py --pendulum --skip_time_to_solve --skip_throughput
+    .venv/bin/python scripts/bench_cartpole.py --agents=dqn,ppo --seeds=0,1,2,3,4 --skip_throughput \
+        --sb3_python=/work/sb3-venv/bin/python --sb3_torch_threads=1   # against SB3 + RL Zoo
 
 1. Time to solve: each agent's experiment file runs through the real CLI per seed, with
    a 10-episode greedy evaluation every 1,000 env steps, until the first evaluation mean
@@ -13,6 +15,22 @@
 3. Eager vs tf.function: the same loop with `tf.config.run_functions_eagerly(True)`.
 4. (--pendulum) PPO on Pendulum-v1: the 10-episode greedy mean return after its fixed
    budget (gin/ppo_pendulum.gin: the Zoo's 100k env steps) per seed, and the median.
+
+5. (--sb3_python=PATH) SB3 + RL Zoo on the same protocol, in the same run: for each agent
+   (dqn, ppo) and seed, the project's time to solve and then SB3's (interleaved, so a slow
+   spell of the shared machine hits both), run by scripts/sb3_cartpole.py with PATH, a
+   Python whose virtual environment holds stable-baselines3 and rl_zoo3 (the project never
+   depends on them; e.g. `python3.11 -m venv /work/sb3-venv && /work/sb3-venv/bin/pip
+   install stable-baselines3 rl_zoo3`). SB3 trains with the Zoo's CartPole-v1
+   hyperparameters and budget (DQN 5e4, PPO 1e5 env steps), which then also cap the
+   project's run unless --budget is given. Prints both rows per seed, the medians (a seed
+   that did not solve counts as slower than any that did) and project / SB3 ratios of env
+   steps, run seconds including and excluding evaluation, and process seconds (start to
+   exit: for the project that includes TensorFlow's import, tracing and XLA compilation).
+   --sb3_torch_threads=N passes torch.set_num_threads(N) (the Zoo's --num-threads); 0
+   leaves PyTorch's default, whose 2 OpenMP threads ran SB3's updates 10-50x slower on this
+   shared 2-core machine (sb3_cartpole.py), so 1 gives SB3 its best case. The load
+   average is printed at start and end.
 
 All figures of one invocation come from the same machine state: compare ratios.
 """
@@ -42,6 +60,11 @@ EXPERIMENTS = {
 }
 PENDULUM = "gin/ppo_pendulum.gin"
 SOLVED = 475.0
+SB3_SCRIPT = REPO / "scripts" / "sb3_cartpole.py"
+# RL Zoo's n_timesteps for CartPole-v1 (hyperparams/dqn.yml, ppo.yml): SB3's budget and, in a
+# comparison, the project's (sb3_cartpole.py reads the Zoo's own files; these caps match them).
+ZOO_BUDGETS = {"dqn": 50_000, "ppo": 100_000}
+TIMES = ("env_steps", "seconds_incl_eval", "seconds_excl_eval", "process_seconds")
 
 
 def time_to_solve(agent: str, seed: int, budget: int) -> dict:
@@ -73,6 +96,81 @@ def time_to_solve(agent: str, seed: int, budget: int) -> dict:
     "seconds_excl_eval": round(hit["wall_seconds"] - hit["eval_seconds"], 3),
     "process_seconds": round(process_seconds, 3),
   }
+
+
+def sb3_time_to_solve(python: str, agent: str, seed: int, torch_threads: int) -> dict:
+  """SB3 + RL Zoo's run of the same protocol, by scripts/sb3_cartpole.py in its own venv."""
+  command = [python, str(SB3_SCRIPT), f"--algo={agent}", f"--seed={seed}", f"--torch_threads={torch_threads}"]
+  start = time.perf_counter()
+  result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+  process_seconds = time.perf_counter() - start
+  if result.returncode != 0:
+    raise RuntimeError(result.stderr[-2000:])
+  row = json.loads(result.stdout.strip().splitlines()[-1])
+  solved = row["env_steps"] is not None
+  return {
+    "agent": f"sb3_{agent}",
+    "seed": seed,
+    "solved": solved,
+    **({} if solved else {"best": row["best"]}),
+    "env_steps": row["env_steps"],
+    "seconds_incl_eval": row["seconds"] if solved else None,
+    "seconds_excl_eval": round(row["seconds"] - row["eval_seconds"], 3) if solved else None,
+    "process_seconds": round(process_seconds, 3),
+    "torch_threads": row["torch_threads"],
+    "versions": row["versions"],
+    "hyperparams": row["hyperparams"],
+  }
+
+
+def _median(rows: list[dict], key: str) -> float:
+  """Median over seeds; a seed that did not solve counts as slower than any that did."""
+  return statistics.median(r[key] if r["solved"] else float("inf") for r in rows)
+
+
+def _ratio(project: float, sb3: float) -> float | None:
+  return round(project / sb3, 3) if sb3 not in (0, float("inf")) and project != float("inf") else None
+
+
+def _finite(value: float) -> float | None:
+  return None if value == float("inf") else round(value, 3)
+
+
+def compare_with_sb3(
+  agents: list[str], seeds: list[int], python: str, threads: int, budget: int | None
+) -> None:
+  """The project's time to solve next to SB3 + RL Zoo's, seed by seed, then medians and ratios."""
+  print(f"== project vs SB3 + RL Zoo: time to the first 10-episode greedy evaluation >= {SOLVED}")
+  print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+  for agent in agents:
+    cap = budget or ZOO_BUDGETS[agent]
+    print(f"-- {agent}: project budget {cap} env steps, SB3 the Zoo's {ZOO_BUDGETS[agent]}")
+    project_rows, sb3_rows = [], []
+    for seed in seeds:
+      project = time_to_solve(agent, seed, cap)
+      sb3 = sb3_time_to_solve(python, agent, seed, threads)
+      project_rows.append(project)
+      sb3_rows.append(sb3)
+      print(json.dumps(project))
+      print(json.dumps({k: v for k, v in sb3.items() if k not in ("versions", "hyperparams")}))
+      if project["solved"] and sb3["solved"]:
+        ratios = {key: _ratio(project[key], sb3[key]) for key in TIMES}
+        print(f"{agent} seed {seed}: project / SB3 " + json.dumps(ratios))
+    medians = {}
+    for name, rows in (("project", project_rows), ("sb3", sb3_rows)):
+      medians[name] = {key: _median(rows, key) for key in TIMES}
+      unsolved = sum(not r["solved"] for r in rows)
+      print(
+        f"{agent} {name}: median over {len(rows)} seeds "
+        + json.dumps({key: _finite(v) for key, v in medians[name].items()})
+        + (f" ({unsolved} did not reach {SOLVED})" if unsolved else "")
+      )
+    ratios = {key: _ratio(medians["project"][key], medians["sb3"][key]) for key in TIMES}
+    print(f"{agent}: median project / median SB3 " + json.dumps(ratios) + " (target <= 0.5 for the seconds)")
+    first = sb3_rows[0]
+    versions = json.dumps(first["versions"])
+    print(f"{agent}: SB3 {versions}, torch threads {first['torch_threads']}, {first['hyperparams']}")
+  print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 def pendulum_budget(seed: int) -> dict:
@@ -148,17 +246,34 @@ def main() -> None:
     "--agents", default=",".join(EXPERIMENTS), help="comma-separated: " + ",".join(EXPERIMENTS)
   )
   parser.add_argument("--seeds", default="0,1,2")
-  parser.add_argument("--budget", type=int, default=100_000, help="env steps before giving up")
+  parser.add_argument(
+    "--budget",
+    type=int,
+    default=None,
+    help="env steps before giving up (default 100,000; with --sb3_python the Zoo's: DQN 50k, PPO 100k)",
+  )
   parser.add_argument("--skip_time_to_solve", action="store_true")
   parser.add_argument("--skip_throughput", action="store_true")
   parser.add_argument("--pendulum", action="store_true", help="also PPO on Pendulum-v1 (each seed)")
+  parser.add_argument(
+    "--sb3_python", default=None, help="a Python with stable-baselines3 + rl_zoo3: time to solve against SB3"
+  )
+  parser.add_argument(
+    "--sb3_torch_threads", type=int, default=0, help="SB3's torch threads; 0: PyTorch's default"
+  )
   args = parser.parse_args()
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  agents = args.agents.split(",")
+  if args.sb3_python and not set(agents) <= set(ZOO_BUDGETS):
+    parser.error(f"--sb3_python compares {', '.join(ZOO_BUDGETS)} only")
 
-  if not args.skip_time_to_solve:
+  if args.sb3_python and not args.skip_time_to_solve:
+    seeds = [int(s) for s in args.seeds.split(",")]
+    compare_with_sb3(agents, seeds, args.sb3_python, args.sb3_torch_threads, args.budget)
+  elif not args.skip_time_to_solve:
     print(f"== time to the first 10-episode greedy evaluation >= {SOLVED} (evaluated every 1,000 env steps)")
-    for agent in args.agents.split(","):
-      rows = [time_to_solve(agent, int(s), args.budget) for s in args.seeds.split(",")]
+    for agent in agents:
+      rows = [time_to_solve(agent, int(s), args.budget or 100_000) for s in args.seeds.split(",")]
       for row in rows:
         print(json.dumps(row))
       solved = [r for r in rows if r["solved"]]

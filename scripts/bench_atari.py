@@ -348,6 +348,7 @@ def _spec():
 
 
 def main() -> None:
+  global GIN_FILE  # build() reads it
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--gin_file", default=GIN_FILE, help="the Atari experiment (its network and update)")
   parser.add_argument("--num_envs", type=int, default=4, help="copies for (b) and (c)")
@@ -363,7 +364,6 @@ def main() -> None:
   )
   parser.add_argument("--save_restore", action="store_true")
   args = parser.parse_args()
-  global GIN_FILE
   GIN_FILE = args.gin_file
   os.chdir(REPO)  # gin includes are relative to the repository root
   print(f"{GIN_FILE}: load average {os.getloadavg()} on {os.cpu_count()} cores; TF devices "

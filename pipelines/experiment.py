@@ -8,16 +8,23 @@ binding), refuses bad input before it writes anything, restores the latest check
 of `root_dir`, then loops: run the trainer up to the next due trigger, then evaluate,
 checkpoint, export the greedy policy and write summaries when their interval is due.
 Every interval and budget is counted in environment steps, summed over all copies.
+A write that fails (disk full, permission lost, read-only folder) stops the run with one
+line naming what and where, and the checkpoint it can resume from (exit code 74).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import math
+import os
+import re
 import signal
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import gin
@@ -30,10 +37,19 @@ from tf_agents.environments import py_environment, tf_environment, tf_py_environ
 from pipelines import checkpoints, collection, environments, evaluation, learning, plots
 from pipelines import run_folder as rf
 from pipelines.agents import ActionSpaceError
-from pipelines.errors import PipelineError
+from pipelines.errors import PipelineError, WriteError
 
 # One graph call runs about this many env steps, so progress and signals stay responsive.
 _ENV_STEPS_PER_CALL = 1_000
+# Why a write fails when the code is fine, and what brings the run back.
+_WRITE_FAULTS = {
+  errno.ENOSPC: "free space",
+  errno.EDQUOT: "free space",
+  errno.EACCES: "make {root} writable again",
+  errno.EPERM: "make {root} writable again",
+  errno.EROFS: "make {root} writable again",
+  errno.EIO: "check the disk",
+}
 
 
 class IntervalTrigger:
@@ -165,16 +181,61 @@ def run_experiment(
   folder.check_config(operative_config)
   folder.lock()
   try:
-    folder.write_metadata(operative_config, parts.seed)
-    loop = _Loop(folder, parts, frames_per_env_step)
-    with loop.train_writer.as_default(step=0):  # TensorBoard's text tab shows the config
-      tf.summary.text("operative_config", "```\n" + operative_config + "\n```")
-    return loop.run(
-      num_env_steps, eval_interval, checkpoint_interval, policy_export_interval, target_return, log_interval
-    )
+    with _writing("run start", folder.root, folder.root, lambda: "the run's checkpoints were not touched"):
+      folder.write_metadata(operative_config, parts.seed)
+      loop = _Loop(folder, parts, frames_per_env_step)
+      with loop.train_writer.as_default(step=0):  # TensorBoard's text tab shows the config
+        tf.summary.text("operative_config", "```\n" + operative_config + "\n```")
+    # Writes without a more precise `_writing` around them (TensorBoard's event files) fail
+    # in one line too; here only errors that name a write fault are taken for one.
+    with _writing("training", None, folder.root, loop.checkpoint_note, any_os=False):
+      return loop.run(
+        num_env_steps, eval_interval, checkpoint_interval, policy_export_interval, target_return, log_interval
+      )
   finally:
     folder.unlock()
     parts.close()
+
+
+def _write_fault(error: BaseException, any_os: bool) -> tuple[int | None, str] | None:
+  """(errno, reason) when `error` says a write failed; None when it is something else.
+
+  TensorFlow (checkpoints, SavedModels, summaries) and Reverb put the errno's text in
+  their own exception types ("...; No space left on device").
+  """
+  if isinstance(error, OSError) and (any_os or error.errno in _WRITE_FAULTS):
+    return error.errno, error.strerror or str(error)
+  for code in _WRITE_FAULTS:
+    if os.strerror(code) in str(error):
+      return code, os.strerror(code)
+  return None
+
+
+@contextlib.contextmanager
+def _writing(what: str, path: Path | None, root: Path, note: Callable[[], str], any_os: bool = True):
+  """Turns a failed write (disk full, permission lost, read-only folder) into one error line:
+  what failed, where, why, which checkpoint is intact and what brings the run back.
+
+  path: what the block writes (None: whatever file the error names, else the run folder).
+  any_os: every OSError is a failed write (the block only writes); else only the errno
+    values of `_WRITE_FAULTS`.
+  """
+  try:
+    yield
+  except (OSError, RuntimeError, tf.errors.OpError) as e:
+    fault = _write_fault(e, any_os)
+    if fault is None:
+      raise
+    code, reason = fault
+    named = getattr(e, "filename", None) or next(iter(re.findall(r"(?:^|\s)(/[^\s;'\",]+)", str(e))), None)
+    # The file the error names, unless it lies inside `path` (TensorFlow's temporary names
+    # there would only add noise): a Reverb checkpoint, say, is written in /tmp first.
+    if path is None or (named and not str(named).startswith(str(path))):
+      path = named or root
+    advice = _WRITE_FAULTS.get(code, "fix that").format(root=root)
+    raise WriteError(
+      f"{what} failed while writing {path}: {reason}; {note()}; {advice} and run the same command to resume"
+    ) from e
 
 
 class _Loop:
@@ -211,6 +272,8 @@ class _Loop:
     self.train_writer = tf.summary.create_file_writer(str(folder.path(rf.TRAIN_SUMMARIES)))
     self.eval_writer = tf.summary.create_file_writer(str(folder.path(rf.EVAL_SUMMARIES)))
     self.last_eval: dict | None = None
+    self._restored = False
+    self._saved_at: tuple[int, int] | None = None  # (env steps, train steps) of the last checkpoint
 
   @property
   def env_steps(self) -> int:
@@ -219,12 +282,27 @@ class _Loop:
   def _elapsed(self) -> float:
     return float(self.wall_seconds) + time.perf_counter() - self._clock_start
 
+  def checkpoint_note(self) -> str:
+    """What a failed write leaves to resume from, for its error line."""
+    steps = self.checkpointer.last_complete
+    if not self._restored:
+      return "the run's checkpoints were not touched"
+    if steps is None:
+      return "no checkpoint was saved yet, so the run starts over"
+    return f"the last complete checkpoint ({steps} env steps) is intact"
+
+  def _writing(self, what: str, path):
+    return _writing(what, path, self.folder.root, self.checkpoint_note)
+
   def run(
     self, num_env_steps, eval_interval, checkpoint_interval, export_interval, target_return, log_interval
   ):
     restored = self.checkpointer.restore()
-    self.folder.truncate_metrics(self.env_steps)
-    self.folder.truncate_metrics(self.env_steps, rf.TRAIN_METRICS)
+    self._restored = True
+    self._saved_at = (self.env_steps, int(self.train_step)) if restored else None
+    with self._writing("metrics rewrite", self.folder.path(rf.METRICS)):
+      self.folder.truncate_metrics(self.env_steps)
+      self.folder.truncate_metrics(self.env_steps, rf.TRAIN_METRICS)
     if restored:
       print(f"Resuming {self.folder.root} at {self.env_steps} env steps", file=sys.stderr)
     records = self.folder.read_metrics()
@@ -278,7 +356,7 @@ class _Loop:
           self._save()
         if triggers["export"].due(step):
           triggers["export"].fire(step)
-          self.policy_exporter.export()
+          self._export()
 
     if signals.received is not None:
       self._save()
@@ -322,18 +400,17 @@ class _Loop:
     games, self.logged_game_returns = self.logged_game_returns, []
     steps, seconds = self._log_start
     self._log_start = (self.env_steps, self._elapsed())
-    self.folder.append_metrics(
-      {
-        "env_steps": self.env_steps,
-        **self._frames(),
-        "train_steps": int(self.train_step),
-        "wall_seconds": round(self._elapsed(), 3),
-        "train_game_return": float(np.mean(games)) if games else None,
-        "train_games": len(games),
-        "env_steps_per_second": round((self.env_steps - steps) / max(self._elapsed() - seconds, 1e-9), 2),
-      },
-      rf.TRAIN_METRICS,
-    )
+    record = {
+      "env_steps": self.env_steps,
+      **self._frames(),
+      "train_steps": int(self.train_step),
+      "wall_seconds": round(self._elapsed(), 3),
+      "train_game_return": float(np.mean(games)) if games else None,
+      "train_games": len(games),
+      "env_steps_per_second": round((self.env_steps - steps) / max(self._elapsed() - seconds, 1e-9), 2),
+    }
+    with self._writing("training record", self.folder.path(rf.TRAIN_METRICS)):
+      self.folder.append_metrics(record, rf.TRAIN_METRICS)
 
   def _evaluate(self) -> dict:
     result = self.evaluator(self.eval_env, self.agent.policy)
@@ -352,7 +429,8 @@ class _Loop:
       "train_game_return": float(np.mean(games)) if games else None,
       "train_games": len(games),
     }
-    self.folder.append_metrics(record)
+    with self._writing("metrics record", self.folder.path(rf.METRICS)):
+      self.folder.append_metrics(record)
     with self.eval_writer.as_default(step=self.env_steps):
       for key in ("average_return", "return_std", "average_episode_length"):
         tf.summary.scalar(f"eval/{key}", record[key])
@@ -363,17 +441,29 @@ class _Loop:
     return record
 
   def _save(self) -> None:
+    # Not twice at one point (the final save right after a periodic one, a resumed finished
+    # run): rewriting a checkpoint in place is not atomic, so a kill then could damage the
+    # very checkpoint a resume needs; only the clocks would differ.
+    if self._saved_at == (self.env_steps, int(self.train_step)):
+      return
     self.wall_seconds.assign(self._elapsed())
     self._clock_start = time.perf_counter()
-    self.checkpointer.save(self.env_steps)
+    with self._writing("checkpoint save", self.folder.path(rf.CHECKPOINTS) / f"ckpt-{self.env_steps}"):
+      self.checkpointer.save(self.env_steps)
+    self._saved_at = (self.env_steps, int(self.train_step))
+
+  def _export(self) -> None:
+    with self._writing("policy export", self.policy_exporter.staging):
+      self.policy_exporter.export()
 
   def _finish(self) -> dict:
     if self.last_eval is None or self.last_eval["env_steps"] != self.env_steps:
       self._evaluate()
     self._save()
-    self.policy_exporter.export()
+    self._export()
     x_key = "frames" if self.frames_per_env_step else "env_steps"
-    plots.learning_curve(self.folder.read_metrics(), self.folder.path(rf.LEARNING_CURVE), x_key=x_key)
+    with self._writing("learning curve", self.folder.path(rf.LEARNING_CURVE)):
+      plots.learning_curve(self.folder.read_metrics(), self.folder.path(rf.LEARNING_CURVE), x_key=x_key)
     for writer in (self.train_writer, self.eval_writer):
       writer.flush()
     return self.last_eval

@@ -169,28 +169,61 @@ class FrameStore:
     }
 
   def save_to(self, directory: Path) -> None:
-    """One .npy file per array (np.save streams them: no second copy in memory)."""
+    """One .npy file per array, written from the ring itself (no second copy in memory)."""
     directory.mkdir(parents=True)
     with self._lock:
       for name, array in self.state().items():
-        np.save(directory / f"{name}.npy", array)
+        _save_npy(directory / f"{name}.npy", array)
 
   def restore_from(self, directory: Path) -> None:
-    def load(name):  # memory-mapped, copied into the preallocated ring
-      return np.load(directory / f"{name}.npy", mmap_mode="r")
+    """Loads a `save_to` folder. Every file is opened and its shape checked before anything
+    is copied, so a missing, truncated or mismatched file raises and leaves the store as it was."""
+    names = ["added", "frames", "age", *(f"field_{k}" for k in range(len(self._other)))]
+    names += ["first_rows", "first_ids", "first_frames"]
+    # Memory-mapped: np.load reads the header and checks the file holds the whole array.
+    arrays = {name: np.load(directory / f"{name}.npy", mmap_mode="r") for name in names}
+    rows, used = arrays["frames"].shape[:2]
+    if used > self._length or rows != self._rows:
+      raise ValueError(f"replay checkpoint in {directory} does not fit this buffer's shape")
+    for name in ["age", *(f"field_{k}" for k in range(len(self._other)))]:
+      if arrays[name].shape[:2] != (rows, used):
+        raise ValueError(f"{name}.npy holds {arrays[name].shape[:2]} steps, frames.npy {(rows, used)}")
+    firsts = len(arrays["first_rows"])
+    if len(arrays["first_ids"]) != firsts or (firsts and len(arrays["first_frames"]) != firsts):
+      raise ValueError(f"first_*.npy in {directory} disagree on the number of episode starts")
+    if int(arrays["added"]) < used:
+      raise ValueError(f"added.npy says {int(arrays['added'])} steps, frames.npy holds {used}")
 
     with self._lock:
-      used = load("frames").shape[1]
-      if used > self._length or load("frames").shape[0] != self._rows:
-        raise ValueError(f"replay checkpoint in {directory} does not fit this buffer's shape")
-      self._added = int(load("added"))
-      self._frames[:, :used] = load("frames")
-      self._age[:, :used] = load("age")
+      self._added = int(arrays["added"])
+      self._frames[:, :used] = arrays["frames"]
+      self._age[:, :used] = arrays["age"]
       for k, array in enumerate(self._other):
-        array[:, :used] = load(f"field_{k}")
+        array[:, :used] = arrays[f"field_{k}"]
       self._first_frames = [{} for _ in range(self._rows)]
-      for row, i, frames in zip(load("first_rows"), load("first_ids"), load("first_frames"), strict=False):
+      first = zip(arrays["first_rows"], arrays["first_ids"], arrays["first_frames"], strict=False)
+      for row, i, frames in first:
         self._first_frames[int(row)][int(i)] = np.array(frames)
+
+
+def _save_npy(path: Path, array) -> None:
+  """`np.save`'s file, written through `file.write` rather than numpy's `tofile`: a full disk
+  raises OSError(ENOSPC) (`tofile` loses the errno: "N requested and M written"), and a ring
+  slice of several rows goes out in 16 MiB chunks (`tofile` writes it element by element)."""
+  array = np.asanyarray(array)
+  with open(path, "wb") as f:
+    if array.flags.c_contiguous:
+      np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(array))
+      f.write(array.data)
+    else:
+      np.lib.format.write_array(_Writes(f), array, allow_pickle=False)
+
+
+class _Writes:
+  """A file seen only through `write`, so that numpy writes chunks to it."""
+
+  def __init__(self, file):
+    self.write = file.write
 
 
 class FrameStackReplay(replay_buffer.ReplayBuffer):

@@ -225,14 +225,19 @@ class ReverbReplay:
     shutil.move(path, Path(directory) / "reverb")
 
   def restore_from(self, directory: Path) -> None:
-    """Restarts the embedded server, on the same port, from the saved table."""
+    """Restarts the embedded server, on the same port, from the saved table. Raises if the
+    checkpoint is incomplete (Reverb would otherwise start empty) or does not load; a later
+    call with another checkpoint still works."""
+    saved = Path(directory) / "reverb"
+    if not (saved / "DONE").is_file():  # Reverb writes DONE after the tables
+      raise FileNotFoundError(f"{saved} holds no complete Reverb checkpoint (no DONE file)")
     port = self._server.port
     if self._writer is not None:
       self._writer.close()
       self._writer = None
     self._server.stop()
     live = self._root / f"live-{time.monotonic_ns()}"
-    self._server = start_server(self._tables(), port, live, fallback=Path(directory) / "reverb")
+    self._server = start_server(self._tables(), port, live, fallback=saved)
     self._client = wait_for_server(self.address, timeout=60, who="replay", announce=False)  # gRPC reconnects
 
   def __del__(self):

@@ -9,6 +9,7 @@ run untouched.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -139,23 +140,34 @@ class RunFolder:
     """Writes the config, the command line and the versions; kept from the first launch."""
     argv = list(sys.orig_argv if argv is None else argv)  # as typed: `python -m pipelines.train ...`
     command = shlex.join(argv) + "\n"
+    # run.json first: it makes the folder a run, so a first launch killed after any of these
+    # writes leaves a folder the same command resumes (not a non-empty folder it refuses).
+    if not self.is_run:
+      info = {"seed": seed, "versions": package_versions(), "cwd": os.getcwd()}
+      atomic_write_text(self.path(RUN_INFO), json.dumps(info, indent=2) + "\n")
     if not self.path(OPERATIVE_CONFIG).exists():
       atomic_write_text(self.path(OPERATIVE_CONFIG), operative_config)
     with open(self.path(COMMAND), "a") as f:  # one line per launch, resumes included
       f.write(command)
-    if not self.is_run:
-      info = {"seed": seed, "versions": package_versions(), "cwd": os.getcwd()}
-      atomic_write_text(self.path(RUN_INFO), json.dumps(info, indent=2) + "\n")
 
   def read_info(self) -> dict[str, Any]:
     return json.loads(self.path(RUN_INFO).read_text())
 
   # metrics.jsonl: one JSON object per evaluation (train_metrics.jsonl: per log interval).
   def append_metrics(self, record: dict[str, Any], name: str = METRICS) -> None:
-    with open(self.path(name), "a") as f:
-      f.write(json.dumps(record) + "\n")
-      f.flush()
-      os.fsync(f.fileno())
+    """Appends one line; a write that fails part way (disk full) is cut off again, so the
+    next record does not run into half a line."""
+    line = memoryview((json.dumps(record) + "\n").encode())
+    with open(self.path(name), "ab", buffering=0) as f:  # unbuffered: close() writes nothing more
+      end = f.seek(0, os.SEEK_END)
+      try:
+        while line:
+          line = line[f.write(line) :]
+        os.fsync(f.fileno())
+      except OSError:
+        with contextlib.suppress(OSError):
+          f.truncate(end)
+        raise
 
   def read_metrics(self, name: str = METRICS) -> list[dict[str, Any]]:
     path = self.path(name)
@@ -170,8 +182,12 @@ class RunFolder:
     return records
 
   def truncate_metrics(self, env_steps: int, name: str = METRICS) -> None:
-    """Drops records past a restored checkpoint so the counters stay monotonic."""
+    """Drops records past a restored checkpoint so the counters stay monotonic, and a last
+    line cut short by a kill, which the next record would otherwise be appended to."""
+    path = self.path(name)
     records = self.read_metrics(name)
     kept = [r for r in records if r["env_steps"] <= env_steps]
-    if len(kept) != len(records):
-      atomic_write_text(self.path(name), "".join(json.dumps(r) + "\n" for r in kept))
+    text = path.read_text() if path.exists() else ""
+    cut_short = bool(text) and not text.endswith("\n")
+    if len(kept) != len(records) or cut_short:
+      atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))

@@ -10,7 +10,6 @@ gin to read and where the run folder is. Re-running the same command resumes the
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 
@@ -28,7 +27,14 @@ FLAGS = flags.FLAGS
 def _train() -> int:
   if not FLAGS.gin_file:
     raise cli.PipelineError("give at least one --gin_file (e.g. gin/dqn_cartpole.gin)")
-  cli.quiet_libraries()
+  # Before TensorFlow loads (seconds, and its start-up lines): a typo is refused at once.
+  cli.check_gin_syntax(FLAGS.gin_file, FLAGS.gin_bindings)
+  cli.quiet_libraries()  # before tf_agents imports gym, which prints a notice
+  from tf_agents.system import system_multiprocessing
+
+  # What `system_multiprocessing.handle_main` does besides `app.run`: environment copies in
+  # worker processes (`make_environment.parallel`) need it.
+  system_multiprocessing.enable_interactive_mode()
   from pipelines import configurables, devices, experiment  # noqa: F401  (registers every configurable)
 
   cli.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
@@ -46,9 +52,7 @@ def main(argv) -> None:
 
 def run() -> None:
   """Console-script entry point (`pipelines-train`)."""
-  from tf_agents.system import system_multiprocessing
-
-  system_multiprocessing.handle_main(functools.partial(app.run, main))
+  app.run(main)
 
 
 if __name__ == "__main__":

@@ -5,11 +5,14 @@ import signal
 import subprocess
 import time
 
+import gin
 import pytest
 
+from pipelines import cli, configurables  # noqa: F401  (registers every configurable)
 from pipelines import run_folder as rf
+from pipelines.errors import PipelineError
 
-from conftest import REPO, cli_env, run_train, train_command
+from conftest import REPO, TOY_BINDINGS, cli_env, run_train, train_command
 
 
 def _snapshot(root):
@@ -66,6 +69,76 @@ def test_bad_input_is_one_line_and_creates_nothing(tmp_path, gin_text, bindings,
       gin_file.unlink()
   _assert_refused(result, *needles)
   assert not root.exists()
+
+
+def test_malformed_binding_among_several_is_named_alone_and_at_once(tmp_path):
+  """The command line checks each binding before TensorFlow loads: the error is the only line
+  (no notice from gym, no TensorFlow start-up lines) and comes in seconds."""
+  root = tmp_path / "run"
+  bindings = ["build_components.seed = 1", "run_experiment.==", "q_network.fc_layer_params = (8,)"]
+  start = time.monotonic()
+  result = run_train(root, bindings=bindings)
+  assert result.returncode == 2, result.stderr[-3000:]
+  position = len(TOY_BINDINGS) + 2
+  assert result.stderr.strip() == (
+    f"pipelines-train: error: bad gin binding #{position} 'run_experiment.==': Malformatted scope or selector"
+  )
+  assert time.monotonic() - start < 8  # TensorFlow alone takes ~10 s to import here
+  assert not root.exists()
+
+
+@pytest.mark.parametrize(
+  "bindings, message",
+  [
+    (
+      ["build_components.seed = 1", "no_such_thing.rate = 3"],
+      "bad gin binding #2 'no_such_thing.rate = 3': No configurable matching 'no_such_thing'",
+    ),
+    (
+      ["dqn_agent.learning_rat = 3", "build_components.seed = 1"],
+      "bad gin binding #1 'dqn_agent.learning_rat = 3': "
+      "Configurable 'dqn_agent' doesn't have a parameter named 'learning_rat'",
+    ),
+    (
+      ["build_components.seed = 1", "run_experiment.num_env_steps = (100"],
+      "bad gin binding #2 'run_experiment.num_env_steps = (100': unclosed bracket or quote",
+    ),
+    (
+      ["import no_such_module"],
+      "bad gin binding #1 'import no_such_module': No module named 'no_such_module'",
+    ),
+    (
+      ["build_components.seed = 1", "run_experiment.num_env_steps = %STEPS"],
+      "bad gin config: macro %STEPS is used but never defined "
+      "(binding #2 'run_experiment.num_env_steps = %STEPS')",
+    ),
+  ],
+  ids=["unknown-configurable", "unknown-parameter", "unclosed-bracket", "unknown-module", "undefined-macro"],
+)
+def test_bad_binding_is_named_with_its_position(bindings, message):
+  gin.clear_config()
+  try:
+    with pytest.raises(PipelineError) as raised:
+      cli.parse_gin([str(REPO / "gin" / "dqn_cartpole.gin")], bindings)
+  finally:
+    gin.clear_config()
+  assert str(raised.value) == message
+
+
+def test_bad_line_of_an_included_gin_file_is_named(tmp_path):
+  inner, outer = tmp_path / "inner.gin", tmp_path / "outer.gin"
+  inner.write_text("include 'dqn_cartpole.gin'\nrun_experiment.seed = 1\n")
+  outer.write_text("include 'inner.gin'\n")
+  gin.clear_config()
+  try:
+    with pytest.raises(PipelineError) as raised:
+      cli.parse_gin([str(outer)], [])
+  finally:
+    gin.clear_config()
+  assert str(raised.value) == (
+    f"bad gin config in {inner}, line 2 (included from {outer}, line 1): "
+    "Configurable 'run_experiment' doesn't have a parameter named 'seed'"
+  )
 
 
 def test_existing_run_is_never_damaged_by_bad_input(toy_run):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import atexit  # noqa: E402
 import logging  # noqa: E402
 import re  # noqa: E402
 import tokenize  # noqa: E402
@@ -154,3 +155,25 @@ def main_with_errors(main: Callable[[], int | None], program: str) -> int:
   except KeyboardInterrupt:  # before the loop took over the signal: nothing to save yet
     print(f"{program}: interrupted", file=sys.stderr)
     return 130
+
+
+def exit_process(code: int) -> None:
+  """Ends a command-line process with `code`, skipping TensorFlow's slow teardown.
+
+  After `main` returned, a process that loaded TensorFlow spends 3-8 s (more on a loaded
+  machine) freeing its module graph and C++ state, time every relaunch, test and sweep child
+  pays for nothing: everything the run keeps is already on disk (checkpoints and exports
+  are written whole, metrics lines fsync'd, summary writers flushed at the end of the run).
+  So: the exit handlers run as on a normal exit (logging, multiprocessing's children,
+  temporary folders registered with `weakref.finalize`), the streams are flushed, then
+  `os._exit`. Without TensorFlow loaded it is a plain `sys.exit`.
+  """
+  if "tensorflow" not in sys.modules:
+    sys.exit(code)
+  atexit._run_exitfuncs()  # what interpreter shutdown would run first; not the module teardown
+  for stream in (sys.stdout, sys.stderr):
+    try:
+      stream.flush()
+    except (OSError, ValueError):  # a closed pipe: nothing more to say
+      pass
+  os._exit(code)

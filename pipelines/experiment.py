@@ -180,6 +180,7 @@ def run_experiment(
   operative_config = gin.operative_config_str()
   folder.check_config(operative_config)
   folder.lock()
+  loop = None
   try:
     with _writing("run start", folder.root, folder.root, lambda: "the run's checkpoints were not touched"):
       folder.write_metadata(operative_config, parts.seed)
@@ -193,6 +194,10 @@ def run_experiment(
         num_env_steps, eval_interval, checkpoint_interval, policy_export_interval, target_return, log_interval
       )
   finally:
+    if loop is not None:  # summaries of a run stopped by a signal or an error too
+      for writer in (loop.train_writer, loop.eval_writer):
+        with contextlib.suppress(Exception):
+          writer.flush()
     folder.unlock()
     parts.close()
 

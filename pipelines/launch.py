@@ -241,7 +241,7 @@ def _status(folder, roles: list[_Role], seconds: float) -> str:
 
 def main(argv) -> None:
   del argv
-  sys.exit(cli.main_with_errors(_launch, "pipelines-launch"))
+  cli.exit_process(cli.main_with_errors(_launch, "pipelines-launch"))
 
 
 def run() -> None:

@@ -23,6 +23,7 @@ import math
 import shutil
 import tempfile
 import time
+import weakref
 from pathlib import Path
 
 import gin
@@ -188,6 +189,9 @@ class ReverbReplay:
     self._length = sequence_length
     self._tables = lambda: [experience_table(data_spec, capacity, min_size=1)]
     self._root = Path(tempfile.mkdtemp(prefix="reverb_replay_"))
+    # Removed when this object goes or, at the latest, by the exit handlers (which
+    # `cli.exit_process` runs too, unlike `__del__`).
+    weakref.finalize(self, shutil.rmtree, self._root, True)
     self._server = start_server(self._tables(), None, self._root / "live")
     self.address = f"localhost:{self._server.port}"
     self._client = reverb.Client(self.address)
@@ -239,9 +243,6 @@ class ReverbReplay:
     live = self._root / f"live-{time.monotonic_ns()}"
     self._server = start_server(self._tables(), port, live, fallback=saved)
     self._client = wait_for_server(self.address, timeout=60, who="replay", announce=False)  # gRPC reconnects
-
-  def __del__(self):
-    shutil.rmtree(getattr(self, "_root", ""), ignore_errors=True)
 
 
 @gin.configurable

@@ -11,7 +11,6 @@ gin to read and where the run folder is. Re-running the same command resumes the
 from __future__ import annotations
 
 import json
-import sys
 
 from absl import app, flags
 
@@ -47,7 +46,7 @@ def _train() -> int:
 
 def main(argv) -> None:
   del argv
-  sys.exit(cli.main_with_errors(_train, "pipelines-train"))
+  cli.exit_process(cli.main_with_errors(_train, "pipelines-train"))
 
 
 def run() -> None:

@@ -13,7 +13,6 @@ the return drawn on each frame; see `pipelines/video.py`).
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from absl import app, flags
@@ -31,13 +30,9 @@ FLAGS = flags.FLAGS
 
 
 def _evaluate() -> int:
-  cli.quiet_libraries()
-  import gin
-  from tf_agents.environments import tf_py_environment
-
-  from pipelines import checkpoints, configurables, devices, evaluation  # noqa: F401
   from pipelines import run_folder as rf
 
+  # Bad flags are refused before TensorFlow loads (~10 s).
   folder = rf.RunFolder(FLAGS.root_dir)
   config = folder.path(rf.OPERATIVE_CONFIG)
   if not config.is_file():
@@ -48,6 +43,12 @@ def _evaluate() -> int:
     video.check_output(Path(FLAGS.video).expanduser().absolute())
   if FLAGS.policy == "greedy" and not any(folder.path(p).exists() for p in (rf.POLICY, rf.POLICY + ".old")):
     raise cli.PipelineError(f"{folder.root} has no exported policy yet ({rf.POLICY}/ missing)")
+  cli.quiet_libraries()
+  import gin
+  from tf_agents.environments import tf_py_environment
+
+  from pipelines import checkpoints, configurables, devices, evaluation  # noqa: F401
+
   cli.parse_gin([str(config)], [])
   devices.configure()  # before the environment's and the policy's first op
   with gin.config_scope("eval"):
@@ -92,7 +93,7 @@ def _record_video(py_env, env, policy, epsilon: float) -> dict:
 
 def main(argv) -> None:
   del argv
-  sys.exit(cli.main_with_errors(_evaluate, "pipelines-evaluate"))
+  cli.exit_process(cli.main_with_errors(_evaluate, "pipelines-evaluate"))
 
 
 def run() -> None:

@@ -178,12 +178,16 @@ def run_experiment(
   folder.check_usable()
   parts = build_fn()
   operative_config = gin.operative_config_str()
-  folder.check_config(operative_config)
+  changes = folder.check_config(operative_config, gin.config_str())
   folder.lock()
   loop = None
   try:
     with _writing("run start", folder.root, folder.root, lambda: "the run's checkpoints were not touched"):
       folder.write_metadata(operative_config, parts.seed)
+      if changes:
+        folder.record_config_change(operative_config, changes)
+        shown = "; ".join(f"{key}: {was} -> {now}" for key, (was, now) in changes.items())
+        print(f"Continuing {folder.root} with changed settings: {shown}", file=sys.stderr)
       loop = _Loop(folder, parts, frames_per_env_step)
       with loop.train_writer.as_default(step=0):  # TensorBoard's text tab shows the config
         tf.summary.text("operative_config", "```\n" + operative_config + "\n```")

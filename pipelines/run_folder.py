@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import fnmatch
 import json
 import os
 import platform
 import shlex
 import sys
 import tempfile
+import time
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from gin import config_parser
 
 from pipelines.errors import PipelineError
 
@@ -70,6 +74,54 @@ def package_versions() -> dict[str, str]:
   return versions
 
 
+# Settings a resumed run may change: how long it trains, how and when it is evaluated, what
+# it writes. They do not change what the agent learns from the steps it takes, so the run
+# continues (its schedules follow the restored train step) and the change is recorded.
+# Patterns: `selector.param` or `scope/*` (evaluation copies are built in the `eval` scope).
+CONTINUABLE = (
+  "run_experiment.num_env_steps",
+  "run_experiment.eval_interval",
+  "run_experiment.checkpoint_interval",
+  "run_experiment.policy_export_interval",
+  "run_experiment.target_return",
+  "run_experiment.log_interval",
+  "run_experiment.progress_interval",
+  "Evaluator.*",
+  "eval/*",
+)
+
+
+def _continuable(key: str) -> bool:
+  return any(fnmatch.fnmatchcase(key, pattern) for pattern in CONTINUABLE)
+
+
+class _Text(str):
+  """A gin reference or macro kept as written, so that values compare as text."""
+
+  def __repr__(self) -> str:
+    return str(self)
+
+
+class _AsWritten(config_parser.ParserDelegate):
+  def configurable_reference(self, scoped_name, evaluate):
+    return _Text(f"@{scoped_name}{'()' if evaluate else ''}")
+
+  def macro(self, name):
+    return _Text(f"%{name}")
+
+
+def config_values(config: str) -> dict[str, str]:
+  """`{"scope/selector.param": "value as gin writes it"}` of a gin config text, macros as
+  `{"%NAME": value}` (comments, imports and line wrapping ignored)."""
+  values = {}
+  for statement in config_parser.ConfigParser(config, _AsWritten()):
+    if isinstance(statement, config_parser.BindingStatement):
+      scope = f"{statement.scope}/" if statement.scope else ""
+      name = f"{statement.selector}.{statement.arg_name}" if statement.arg_name else f"%{statement.selector}"
+      values[f"{scope}{name}"] = repr(statement.value)
+  return values
+
+
 def _strip_comments(config: str) -> list[str]:
   return [line for line in config.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
@@ -106,17 +158,45 @@ class RunFolder:
       if not os.access(parent, os.W_OK | os.X_OK):
         raise PipelineError(f"cannot create --root_dir {self.root}: {parent} is not writable")
 
-  def check_config(self, operative_config: str) -> None:
-    """Refuses to mix runs: a resumed run must have the same operative config."""
+  def check_config(self, operative_config: str, bound: str = "") -> dict[str, list]:
+    """Compares a resumed run's operative config with the stored one; returns the settings
+    that changed and may (`CONTINUABLE`: budget, evaluation, intervals) as
+    `{key: [stored, new]}` ({} for a new run or the same config).
+
+    Refuses, naming the values, any other change: it would alter what the agent learns.
+    A parameter the stored config lacks is a newer version of the code: taken at its
+    default (not in `bound`, gin's config of explicit bindings) it is no change; one the
+    stored config has and the code no longer knows is reported as changed to None.
+    """
     stored = self.path(OPERATIVE_CONFIG)
-    if stored.exists() and _strip_comments(stored.read_text()) != _strip_comments(operative_config):
-      old, new = set(_strip_comments(stored.read_text())), set(_strip_comments(operative_config))
-      changed = sorted(new - old)[:1] or sorted(old - new)[:1]
+    if not stored.exists() or _strip_comments(stored.read_text()) == _strip_comments(operative_config):
+      return {}
+    old, new = config_values(stored.read_text()), config_values(operative_config)
+    explicit = config_values(bound)
+    differ = {}
+    for key in sorted(old.keys() | new.keys()):
+      if key not in old and key not in explicit:
+        continue  # a parameter added to the code since, at its default
+      if old.get(key) != new.get(key):
+        differ[key] = [old.get(key), new.get(key)]
+    learning = {k: v for k, v in differ.items() if not _continuable(k) and v[1] is not None}
+    if learning:
+      shown = [f"{key} = {now} (run: {was})" for key, (was, now) in list(learning.items())[:3]]
+      more = f" and {len(learning) - 3} more" if len(learning) > 3 else ""
       raise PipelineError(
-        f"--root_dir {self.root} holds a run with a different config "
-        f"(first difference: {changed[0].strip() if changed else '?'}); "
-        "use a new --root_dir to start fresh, or the same gin files and bindings to resume"
+        f"--root_dir {self.root} holds a run that learns with other settings: {'; '.join(shown)}{more}. "
+        "Only the budget and evaluation settings of a run can change when it continues; "
+        "to branch with new settings, use a new --root_dir"
       )
+    return differ
+
+  def record_config_change(self, operative_config: str, changes: dict[str, list]) -> None:
+    """Keeps the config a continued run now trains with and, in run.json, what changed when."""
+    info = self.read_info()
+    launch = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "changes": changes}
+    info["config_changes"] = [*info.get("config_changes", []), launch]
+    atomic_write_text(self.path(RUN_INFO), json.dumps(info, indent=2) + "\n")
+    atomic_write_text(self.path(OPERATIVE_CONFIG), operative_config)
 
   def lock(self) -> None:
     """Takes an exclusive lock on the folder itself; a second live process is refused."""

@@ -145,7 +145,7 @@ def test_existing_run_is_never_damaged_by_bad_input(toy_run):
   before = _snapshot(toy_run)
   cases = [
     (["gymnasium_env.env_id = 'CartPole-v9'"], "CartPole-v9"),
-    (["q_network.fc_layer_params = (32,)"], "different config"),
+    (["q_network.fc_layer_params = (32,)"], "q_network.fc_layer_params = (32,) (run: (256, 256))"),
   ]
   for bindings, needle in cases:
     _assert_refused(train_here(toy_run, bindings=bindings), needle)

@@ -1,0 +1,96 @@
+"""A run continues with a larger budget or other evaluation settings; learning changes are refused."""
+
+import json
+import shutil
+
+from pipelines import run_folder as rf
+
+from conftest import train_here
+
+
+def _copy(toy_run, tmp_path):
+  root = tmp_path / "run"
+  shutil.copytree(toy_run, root)
+  return root
+
+
+def test_a_larger_budget_and_more_evaluation_episodes_continue_the_run(toy_run, tmp_path):
+  root = _copy(toy_run, tmp_path)
+  finished = rf.RunFolder(root).read_metrics()[-1]
+  assert finished["env_steps"] < 600
+  more = ["run_experiment.num_env_steps = 600", "Evaluator.num_episodes = 3"]
+
+  result = train_here(root, bindings=more)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"Resuming {root} at {finished['env_steps']} env steps" in result.stderr
+  assert "run_experiment.num_env_steps: 400 -> 600" in result.stderr
+  records = rf.RunFolder(root).read_metrics()
+  later = [r for r in records if r["env_steps"] > finished["env_steps"]]
+  assert later and later[-1]["env_steps"] >= 600
+  assert later[-1]["num_episodes"] == 3
+  # The restored train step goes on (epsilon's schedule is a function of it): no restart.
+  assert later[0]["train_steps"] > finished["train_steps"]
+  assert [r["env_steps"] for r in records] == sorted({r["env_steps"] for r in records})
+
+  info = json.loads((root / rf.RUN_INFO).read_text())
+  (change,) = info["config_changes"]
+  assert change["changes"] == {
+    "Evaluator.num_episodes": ["2", "3"],
+    "run_experiment.num_env_steps": ["400", "600"],
+  }
+  assert "run_experiment.num_env_steps = 600" in (root / rf.OPERATIVE_CONFIG).read_text()
+  assert (root / rf.COMMAND).read_text().count("num_env_steps = 600") == 1  # this launch's line
+
+  again = train_here(root, bindings=more)  # the stored config is now the continued one
+  assert again.returncode == 0 and "changed settings" not in again.stderr, again.stderr[-3000:]
+
+
+def test_a_learning_change_is_refused_naming_each_value_and_writes_nothing(toy_run, tmp_path):
+  root = _copy(toy_run, tmp_path)
+  before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+  result = train_here(
+    root,
+    bindings=[
+      "run_experiment.num_env_steps = 600",  # allowed alone, but not with the others
+      "OffPolicyTrainer.train_steps_per_iteration = 2",
+      "dqn_agent.gamma = 0.9",
+    ],
+  )
+  assert result.returncode == 2, result.stderr[-3000:]
+  line = result.stderr.strip().splitlines()[-1]
+  assert line.startswith("pipelines-train: error: --root_dir")
+  assert "OffPolicyTrainer.train_steps_per_iteration = 2 (run: 4)" in line
+  assert "dqn_agent.gamma = 0.9 (run: 0.99)" in line
+  assert "num_env_steps" not in line and "new --root_dir" in line
+  assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+
+
+def test_config_comparison_of_defaults_explicit_bindings_and_removed_parameters(tmp_path):
+  folder = rf.RunFolder(tmp_path)
+  stored = (
+    "GAME = 'Breakout'\n"
+    "atari_env.game = %GAME\n"
+    "q_network.fc_layer_params = (512,)\n"
+    "q_network.old_setting = 1\n"
+    "run_experiment.num_env_steps = 1000\n"
+  )
+  (tmp_path / rf.OPERATIVE_CONFIG).write_text(stored)
+  newer = stored.replace("q_network.old_setting = 1\n", "") + "q_network.new_setting = True\n"
+  # A parameter added to the code, left at its default: no change at all.
+  assert folder.check_config(newer, bound="") == {"q_network.old_setting": ["1", None]}
+  # The same parameter bound explicitly is a learning change.
+  refused = _refusal(folder, newer, bound="q_network.new_setting = True\n")
+  assert "q_network.new_setting = True (run: None)" in refused
+  # A macro's value is compared too, not only the `%GAME` that uses it.
+  assert "%GAME = 'Pong' (run: 'Breakout')" in _refusal(folder, stored.replace("Breakout", "Pong"))
+  # Line wrapping and comments are no change.
+  wrapped = stored.replace("(512,)", "(\n    512,)") + "# a comment\n"
+  assert folder.check_config(wrapped) == {}
+
+
+def _refusal(folder, config, bound=""):
+  try:
+    folder.check_config(config, bound)
+  except rf.PipelineError as e:
+    return str(e)
+  raise AssertionError("not refused")

@@ -30,11 +30,10 @@ from typing import Any
 import gin
 import numpy as np
 import tensorflow as tf
-import tqdm
 from tf_agents.agents import tf_agent
 from tf_agents.environments import py_environment, tf_environment, tf_py_environment
 
-from pipelines import checkpoints, collection, environments, evaluation, learning, plots
+from pipelines import checkpoints, collection, environments, evaluation, learning, plots, progress
 from pipelines import run_folder as rf
 from pipelines.agents import ActionSpaceError
 from pipelines.errors import PipelineError, WriteError
@@ -162,6 +161,7 @@ def run_experiment(
   target_return: float | None = None,
   frames_per_env_step: int | None = None,
   log_interval: int | None = None,
+  progress_interval: float = 60.0,
   build_fn: Callable[[], Components] = build_components,
 ) -> dict:
   """Trains and evaluates one agent; returns the final evaluation summary.
@@ -172,6 +172,9 @@ def run_experiment(
     get a `frames` field and TensorBoard plots returns against frames too.
   log_interval: env steps between training records (train_metrics.jsonl: whole-game
     training returns, speed); None: none.
+  progress_interval: seconds between `progress:` lines (env steps, frames, steps/s, train
+    steps, last evaluation, ETA) when stderr is not a terminal (a log file, CI); a terminal
+    gets tqdm's bar instead. 0: no lines.
   build_fn: builds the components (a distributed learner passes its own trainer).
   """
   folder = rf.RunFolder(root_dir)
@@ -195,7 +198,13 @@ def run_experiment(
     # in one line too; here only errors that name a write fault are taken for one.
     with _writing("training", None, folder.root, loop.checkpoint_note, any_os=False):
       return loop.run(
-        num_env_steps, eval_interval, checkpoint_interval, policy_export_interval, target_return, log_interval
+        num_env_steps,
+        eval_interval,
+        checkpoint_interval,
+        policy_export_interval,
+        target_return,
+        log_interval,
+        progress_interval,
       )
   finally:
     if loop is not None:  # summaries of a run stopped by a signal or an error too
@@ -304,7 +313,14 @@ class _Loop:
     return _writing(what, path, self.folder.root, self.checkpoint_note)
 
   def run(
-    self, num_env_steps, eval_interval, checkpoint_interval, export_interval, target_return, log_interval
+    self,
+    num_env_steps,
+    eval_interval,
+    checkpoint_interval,
+    export_interval,
+    target_return,
+    log_interval,
+    progress_interval=60.0,
   ):
     restored = self.checkpointer.restore()
     self._restored = True
@@ -333,14 +349,13 @@ class _Loop:
       and target_return is not None
       and (self.last_eval["average_return"] >= target_return)
     )
-    with _Signals() as signals, self._progress(num_env_steps) as bar:
+    with _Signals() as signals, self._progress(num_env_steps, progress_interval) as report:
       while self.env_steps < num_env_steps and not reached and signals.received is None:
         budget = min(
           num_env_steps - self.env_steps,
           max(_ENV_STEPS_PER_CALL, per_iteration),
           *(max(t.steps_to_next(self.env_steps), 1) for t in triggers.values()),
         )
-        before = self.env_steps
         with tf.summary.record_if(False):
           loss = self.trainer.run(max(1, math.ceil(budget / per_iteration)))
         if not math.isfinite(loss):
@@ -351,11 +366,9 @@ class _Loop:
         self._train_summaries(loss)
         self._game_summaries()
         step = self.env_steps
-        bar.update(step - before)
         if triggers["eval"].due(step):
           triggers["eval"].fire(step)
           self._evaluate()
-          bar.set_postfix(eval_return=f"{self.last_eval['average_return']:.1f}")
           reached = target_return is not None and self.last_eval["average_return"] >= target_return
         if triggers["log"].due(step):
           triggers["log"].fire(step)
@@ -366,6 +379,7 @@ class _Loop:
         if triggers["export"].due(step):
           triggers["export"].fire(step)
           self._export()
+        report.update(step, int(self.train_step), self.last_eval)  # after the events: the newest evaluation
 
     if signals.received is not None:
       self._save()
@@ -377,9 +391,9 @@ class _Loop:
       raise SystemExit(128 + signals.received)
     return self._finish()
 
-  def _progress(self, total: int):
-    # disable=None: a bar on a terminal, nothing when output goes to a file or CI log.
-    return tqdm.tqdm(total=total, initial=self.env_steps, unit="step", disable=None, dynamic_ncols=True)
+  def _progress(self, total: int, interval: float) -> progress.Progress:
+    # A bar on a terminal; in a file or CI log a line every `interval` seconds.
+    return progress.Progress(total, self.env_steps, self.frames_per_env_step, interval)
 
   def _train_summaries(self, loss: float) -> None:
     with self.train_writer.as_default(step=self.train_step):

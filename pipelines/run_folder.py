@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable
@@ -68,6 +69,24 @@ def package_versions() -> dict[str, str]:
     except metadata.PackageNotFoundError:
       versions[name] = "not installed"
   return versions
+
+
+def git_state(directory: str | os.PathLike = Path(__file__).parent) -> dict[str, Any] | None:
+  """The commit of the code in `directory` and whether its tree had changes, or None when it is
+  not in a git checkout (an installed wheel) or git is missing, hangs or fails."""
+
+  def git(*args: str) -> str:
+    return subprocess.run(
+      ["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=5, check=True
+    ).stdout
+
+  try:
+    commit = git("rev-parse", "HEAD").strip()
+    # Untracked files count as dirty too: a new module the run imported is not in the commit.
+    dirty = bool(git("status", "--porcelain").strip())
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return {"commit": commit, "dirty": dirty}
 
 
 def _strip_comments(config: str) -> list[str]:
@@ -143,7 +162,7 @@ class RunFolder:
     # run.json first: it makes the folder a run, so a first launch killed after any of these
     # writes leaves a folder the same command resumes (not a non-empty folder it refuses).
     if not self.is_run:
-      info = {"seed": seed, "versions": package_versions(), "cwd": os.getcwd()}
+      info = {"seed": seed, "versions": package_versions(), "git": git_state(), "cwd": os.getcwd()}
       atomic_write_text(self.path(RUN_INFO), json.dumps(info, indent=2) + "\n")
     if not self.path(OPERATIVE_CONFIG).exists():
       atomic_write_text(self.path(OPERATIVE_CONFIG), operative_config)

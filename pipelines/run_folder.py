@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -122,6 +123,24 @@ def config_values(config: str) -> dict[str, str]:
   return values
 
 
+def git_state(directory: str | os.PathLike = Path(__file__).parent) -> dict[str, Any] | None:
+  """The commit of the code in `directory` and whether its tree had changes, or None when it is
+  not in a git checkout (an installed wheel) or git is missing, hangs or fails."""
+
+  def git(*args: str) -> str:
+    return subprocess.run(
+      ["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=5, check=True
+    ).stdout
+
+  try:
+    commit = git("rev-parse", "HEAD").strip()
+    # Untracked files count as dirty too: a new module the run imported is not in the commit.
+    dirty = bool(git("status", "--porcelain").strip())
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return {"commit": commit, "dirty": dirty}
+
+
 def _strip_comments(config: str) -> list[str]:
   return [line for line in config.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
@@ -223,7 +242,7 @@ class RunFolder:
     # run.json first: it makes the folder a run, so a first launch killed after any of these
     # writes leaves a folder the same command resumes (not a non-empty folder it refuses).
     if not self.is_run:
-      info = {"seed": seed, "versions": package_versions(), "cwd": os.getcwd()}
+      info = {"seed": seed, "versions": package_versions(), "git": git_state(), "cwd": os.getcwd()}
       atomic_write_text(self.path(RUN_INFO), json.dumps(info, indent=2) + "\n")
     if not self.path(OPERATIVE_CONFIG).exists():
       atomic_write_text(self.path(OPERATIVE_CONFIG), operative_config)

@@ -30,7 +30,7 @@ from pathlib import Path
 import gin
 from absl import app, flags
 
-from pipelines import child_runs, cli
+from pipelines import child_runs, cli, tracking
 from pipelines import run_folder as rf
 from pipelines.errors import PipelineError
 
@@ -196,6 +196,14 @@ class Sweep:
     info["runs"].update({run.name: {"config": run.config, "bindings": list(run.bindings)} for run in runs})
     rf.atomic_write_text(path, json.dumps(info, indent=2) + "\n")
 
+  def write_hparams(self, run: Run) -> None:
+    """The run's swept values, seed and evaluation returns as a session of TensorBoard's
+    HParams tab (`tensorboard --logdir <root_dir>/hparams`), one table across the sweep."""
+    records = rf.RunFolder(self.run_dir(run)).read_metrics()
+    if records:
+      hparams = tracking.binding_hparams(run.bindings, SEED_PARAMETER)
+      tracking.write_hparams(self.root / tracking.HPARAMS / run.name, hparams, records)
+
   def _handle(self, signum, frame):
     self._stop = signum
 
@@ -206,6 +214,9 @@ class Sweep:
     done = len(runs) - len(pending)
     if done:
       print(f"{done} of {len(runs)} runs already finished; skipping them", file=sys.stderr)
+    for run in runs:  # finished by an earlier session that stopped before recording them
+      if run not in pending and not (self.root / tracking.HPARAMS / run.name).exists():
+        self.write_hparams(run)
     running: dict[str, tuple[Run, child_runs.TrainProcess]] = {}
     failed: list[str] = []
     previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -232,6 +243,7 @@ class Sweep:
           del running[name]
           bar.update(1)
           if code == 0 and child_runs.is_complete(self.run_dir(run), **budgets[name]):
+            self.write_hparams(run)
             last = rf.RunFolder(self.run_dir(run)).read_metrics()[-1]
             bar.write(
               f"done {name}: return {last['average_return']:.1f} at {last['env_steps']} env steps "
@@ -261,6 +273,7 @@ class Sweep:
         print(f"  {line}", file=sys.stderr)
       return 1
     print(f"All {len(runs)} runs finished in {self.root}; summarise them with: pipelines-report {self.root}")
+    print(f"Compare them in TensorBoard's HParams tab: tensorboard --logdir {self.root / tracking.HPARAMS}")
     return 0
 
 

@@ -14,11 +14,14 @@ import json
 
 from absl import app, flags
 
-from pipelines import cli
+from pipelines import cli, tracking
 
 flags.DEFINE_multi_string("gin_file", [], "Gin config file(s); later files override earlier.")
 flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, e.g. 'build_components.seed = 1'.")
 flags.DEFINE_string("root_dir", None, "Run folder: created, or resumed if it holds this run.")
+flags.DEFINE_string(
+  "wandb_project", None, "Also mirror the TensorBoard scalars to this W&B project (needs the wandb extra)."
+)
 flags.mark_flag_as_required("root_dir")
 FLAGS = flags.FLAGS
 
@@ -28,6 +31,8 @@ def _train() -> int:
     raise cli.PipelineError("give at least one --gin_file (e.g. gin/dqn_cartpole.gin)")
   # Before TensorFlow loads (seconds, and its start-up lines): a typo is refused at once.
   cli.check_gin_syntax(FLAGS.gin_file, FLAGS.gin_bindings)
+  if FLAGS.wandb_project:
+    tracking.import_wandb()  # a missing package is one line, before anything is written
   cli.quiet_libraries()  # before tf_agents imports gym, which prints a notice
   from tf_agents.system import system_multiprocessing
 
@@ -38,7 +43,12 @@ def _train() -> int:
 
   cli.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
   devices.configure()  # before the run builds its first variable
-  final = experiment.run_experiment(FLAGS.root_dir)
+  if FLAGS.wandb_project:
+    config = {"gin_files": FLAGS.gin_file, "gin_bindings": FLAGS.gin_bindings, "root_dir": FLAGS.root_dir}
+    with tracking.wandb_run(FLAGS.wandb_project, FLAGS.root_dir, config):
+      final = experiment.run_experiment(FLAGS.root_dir)
+  else:
+    final = experiment.run_experiment(FLAGS.root_dir)
   print(f"Run folder: {experiment.rf.RunFolder(FLAGS.root_dir).root}")
   print("Final evaluation: " + json.dumps(final))
   return 0

@@ -11,12 +11,21 @@ value falls below the median of earlier trials at the same env step. The study l
 in `<root_dir>/study.db` (SQLite): re-running the same command continues it up to
 `--trials` finished trials, retrying any trial a killed session left running.
 The search space file (YAML) is described in `tune/dqn_cartpole.yaml`.
+
+With `--seeds_per_trial=N` a trial trains N seeds (`trial_NNNN/seed=K`, `build_components.seed
+= K`) and reports the mean of their objectives, intermediate values included. After the
+study, `trials.csv` lists every trial (state, value, parameters, per-seed values) and
+`param_importance.png` plots Optuna's parameter importances once 2 trials completed.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
+import json
 import signal
+import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -31,6 +40,10 @@ from pipelines.errors import PipelineError
 
 STUDY_DB = "study.db"
 BEST_GIN = "best.gin"
+TRIALS_CSV = "trials.csv"
+IMPORTANCE_PNG = "param_importance.png"
+SEED_PARAMETER = "build_components.seed"
+SEED_VALUES = "seed_values"  # trial user attribute: the objective of each seed
 OBJECTIVES = {
   # Mean evaluation return over the run: the area under the learning curve, so fast
   # learners win and one lucky final evaluation does not.
@@ -51,6 +64,12 @@ def define_flags() -> None:
   flags.DEFINE_string("root_dir", None, "Folder of the study: study.db, trial run folders, best.gin.")
   flags.DEFINE_string("study_name", None, "Name in study.db (default: the space file's name).")
   flags.DEFINE_integer("seed", 0, "Seed of the sampler.")
+  flags.DEFINE_integer(
+    "seeds_per_trial",
+    1,
+    f"Seeds each trial trains ({SEED_PARAMETER} = 0..N-1); the trial's objective, and each value "
+    "the pruner sees, is the mean of the per-seed objectives.",
+  )
 
 
 FLAGS = flags.FLAGS
@@ -145,8 +164,17 @@ def _include(path: str) -> str:
 class Tuner:
   """Runs trials as children, reports their evaluations to Optuna, prunes, and records the best."""
 
-  def __init__(self, root: Path, gin_files: Sequence[str], bindings: Sequence[str], space: Space, study):
+  def __init__(
+    self,
+    root: Path,
+    gin_files: Sequence[str],
+    bindings: Sequence[str],
+    space: Space,
+    study,
+    seeds_per_trial: int = 1,
+  ):
     self.root = root
+    self.seeds_per_trial = seeds_per_trial
     self.gin_files = list(gin_files)
     self.bindings = list(bindings)
     self.space = space
@@ -171,25 +199,53 @@ class Tuner:
       self.study.enqueue_trial(trial.params)
       print(f"trial {trial.number} was interrupted; its parameters are queued again", file=sys.stderr)
 
+  def run_dirs(self, number: int) -> list[Path]:
+    """One run folder per seed: `trial_NNNN`, or `trial_NNNN/seed=K` with several seeds."""
+    trial_dir = self.root / f"trial_{number:04d}"
+    if self.seeds_per_trial == 1:
+      return [trial_dir]
+    return [trial_dir / f"seed={seed}" for seed in range(self.seeds_per_trial)]
+
   def _start(self):
     trial = self.study.ask(self.space.distributions)
-    run_dir = self.root / f"trial_{trial.number:04d}"
     # Command-line bindings override the space file's fixed ones (the later binding wins).
     bindings = [*self.space.bindings, *self.bindings, *self.space.sample_bindings(trial.params)]
-    command = child_runs.train_command(self.gin_files, bindings, run_dir)
-    process = child_runs.TrainProcess(command, self.root / child_runs.LOGS / f"{run_dir.name}.log")
-    return trial, process, run_dir
+    processes, run_dirs = [], self.run_dirs(trial.number)
+    for seed, run_dir in enumerate(run_dirs):
+      seed_binding = [f"{SEED_PARAMETER} = {seed}"] if len(run_dirs) > 1 else []
+      command = child_runs.train_command(self.gin_files, [*bindings, *seed_binding], run_dir)
+      log = self.root / child_runs.LOGS / f"{'__'.join(run_dir.relative_to(self.root).parts)}.log"
+      processes.append(child_runs.TrainProcess(command, log))
+    return trial, processes, run_dirs
 
-  def _report_new(self, trial, run_dir: Path, reported: set) -> bool:
-    """Reports evaluations not yet reported; True when the pruner says stop."""
-    records = rf.RunFolder(run_dir).read_metrics()
-    for i, record in enumerate(records):
-      if record["env_steps"] not in reported:
-        reported.add(record["env_steps"])
-        trial.report(self.objective(records[: i + 1]), step=record["env_steps"])
-        if trial.should_prune():
-          return True
+  def seed_values(self, run_dirs: Sequence[Path], up_to: int | None = None) -> list[float] | None:
+    """The objective of each seed over its evaluations up to env step `up_to`; None while a
+    seed has none."""
+    values = []
+    for run_dir in run_dirs:
+      records = [r for r in rf.RunFolder(run_dir).read_metrics() if up_to is None or r["env_steps"] <= up_to]
+      if not records:
+        return None
+      values.append(self.objective(records))
+    return values
+
+  def _report_new(self, trial, run_dirs: Sequence[Path], reported: set) -> bool:
+    """Reports evaluations not yet reported (with several seeds: the env steps every seed has
+    evaluated at, the mean over seeds); True when the pruner says stop."""
+    steps = [{r["env_steps"] for r in rf.RunFolder(d).read_metrics()} for d in run_dirs]
+    for step in sorted(set.intersection(*steps) - reported):
+      reported.add(step)
+      trial.report(statistics.fmean(self.seed_values(run_dirs, up_to=step)), step=step)
+      if trial.should_prune():
+        return True
     return False
+
+  @staticmethod
+  def _stop_all(processes) -> None:
+    for process in processes:
+      process.terminate()
+    for process in processes:
+      process.wait(timeout=120)
 
   def run(self, n_trials: int, parallel: int) -> int:
     from optuna.trial import TrialState
@@ -200,46 +256,98 @@ class Tuner:
     try:
       while self._stop is None and (running or self.finished() < n_trials):
         while len(running) < parallel and self.finished() + len(running) < n_trials and self._stop is None:
-          trial, process, run_dir = self._start()
-          running[trial.number] = (trial, process, run_dir, set())
+          trial, processes, run_dirs = self._start()
+          running[trial.number] = (trial, processes, run_dirs, set())
         time.sleep(1.0)
-        for number, (trial, process, run_dir, reported) in list(running.items()):
-          if self._report_new(trial, run_dir, reported):
-            process.terminate()
-            process.wait(timeout=120)
+        for number, (trial, processes, run_dirs, reported) in list(running.items()):
+          if self._report_new(trial, run_dirs, reported):
+            self._stop_all(processes)
             self.study.tell(trial, state=TrialState.PRUNED)
             del running[number]
             print(f"trial {number}: pruned at {max(reported)} env steps", file=sys.stderr)
             continue
-          code = process.poll()
-          if code is None:
+          codes = [process.poll() for process in processes]
+          failed = next((i for i, code in enumerate(codes) if code not in (None, 0)), None)
+          if failed is None and None in codes:
             continue
           del running[number]
-          self._report_new(trial, run_dir, reported)
-          records = rf.RunFolder(run_dir).read_metrics()
-          if code == 0 and records:
-            value = self.objective(records)
+          values = self.seed_values(run_dirs) if failed is None else None
+          if values is not None:
+            self._report_new(trial, run_dirs, reported)
+            value = statistics.fmean(values)
+            trial.set_user_attr(SEED_VALUES, values)
             self.study.tell(trial, value)
             failures_in_a_row = 0
             print(f"trial {number}: {self.space.objective} = {value:.2f}  {trial.params}", file=sys.stderr)
           else:
+            self._stop_all(processes)  # one seed failed: the trial has no value
             self.study.tell(trial, state=TrialState.FAIL)
             failures_in_a_row += 1
-            last_error = process.error_line()
-            print(f"trial {number}: failed (exit {code}): {last_error}", file=sys.stderr)
+            culprit = processes[failed if failed is not None else 0]
+            last_error = culprit.error_line()
+            print(f"trial {number}: failed (exit {culprit.poll()}): {last_error}", file=sys.stderr)
             if failures_in_a_row >= _MAX_FAILURES_IN_A_ROW:
               raise PipelineError(f"{failures_in_a_row} trials in a row failed; last: {last_error}")
     finally:
       for sig, handler in previous.items():
         signal.signal(sig, handler)
-      for trial, process, _, _ in running.values():  # interrupted: stop, keep the study consistent
-        process.terminate()
-        process.wait(timeout=120)
+      for trial, processes, _, _ in running.values():  # interrupted: stop, keep the study consistent
+        self._stop_all(processes)
         self.study.tell(trial, state=TrialState.FAIL)
     if self._stop is not None:
       print("Tuning interrupted; run the same command to continue the study.", file=sys.stderr)
       return 128 + self._stop
     return 0
+
+  def write_trials(self) -> Path:
+    """trials.csv: one row per trial (number, state, value, each parameter, per-seed values)."""
+    path = self.root / TRIALS_CSV
+    names = list(self.space.distributions)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["number", "state", "value", *names, SEED_VALUES])
+    for trial in self.study.get_trials(deepcopy=False):
+      seeds = trial.user_attrs.get(SEED_VALUES)
+      writer.writerow(
+        [
+          trial.number,
+          trial.state.name,
+          "" if trial.value is None else trial.value,
+          *(trial.params.get(name, "") for name in names),
+          "" if seeds is None else json.dumps(seeds),
+        ]
+      )
+    rf.atomic_write_text(path, text.getvalue())
+    return path
+
+  def write_importance(self) -> Path | None:
+    """param_importance.png: Optuna's importance of each parameter for the objective (its
+    default evaluator), once at least 2 trials completed; None before that."""
+    import optuna
+    from optuna.trial import TrialState
+
+    if len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) < 2:
+      return None
+    try:
+      importances = optuna.importance.get_param_importances(self.study)
+    except (RuntimeError, ValueError) as e:  # e.g. every completed trial has the same parameters
+      print(f"warning: no parameter importance plot: {cli.first_line(e)}", file=sys.stderr)
+      return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    names = list(reversed(importances))  # most important on top
+    figure, axes = plt.subplots(figsize=(7, 0.5 * len(names) + 1.5))
+    axes.barh(names, [importances[n] for n in names])
+    axes.set_xlabel(f"importance for {self.space.objective}")
+    axes.set_title(f"{self.study.study_name}: parameter importances")
+    figure.tight_layout()
+    path = self.root / IMPORTANCE_PNG
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
 
   def write_best(self, space_path: str) -> Path | None:
     from optuna.trial import TrialState
@@ -271,8 +379,8 @@ def _tune() -> int:
     raise PipelineError("give at least one --gin_file (e.g. gin/dqn_cartpole.gin)")
   if not FLAGS.space or not FLAGS.root_dir:
     raise PipelineError("give --space (a search space YAML file) and --root_dir (the study's folder)")
-  if FLAGS.trials < 1 or FLAGS.parallel < 1:
-    raise PipelineError("--trials and --parallel must be >= 1")
+  if FLAGS.trials < 1 or FLAGS.parallel < 1 or FLAGS.seeds_per_trial < 1:
+    raise PipelineError("--trials, --parallel and --seeds_per_trial must be >= 1")
   if not Path(FLAGS.space).is_file():
     raise PipelineError(f"search space file not found: {FLAGS.space}")
   space = Space.load(FLAGS.space)
@@ -297,9 +405,13 @@ def _tune() -> int:
       sampler=optuna.samplers.TPESampler(seed=FLAGS.seed + len(_all_trials(root))),
       pruner=optuna.pruners.MedianPruner(**space.pruner),
     )
-    tuner = Tuner(root, FLAGS.gin_file, FLAGS.gin_bindings, space, study)
+    tuner = Tuner(root, FLAGS.gin_file, FLAGS.gin_bindings, space, study, FLAGS.seeds_per_trial)
     tuner.retry_interrupted()
     code = tuner.run(FLAGS.trials, FLAGS.parallel)
+    print(f"Trials: {tuner.write_trials()}", file=sys.stderr)
+    importance = tuner.write_importance()
+    if importance is not None:
+      print(f"Parameter importances: {importance}", file=sys.stderr)
     best = tuner.write_best(FLAGS.space)
     if best is None:
       print("No trial completed yet; no best.gin written.", file=sys.stderr)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pipelines import child_runs, sweep
+from pipelines import child_runs, sweep, tracking
 from pipelines import run_folder as rf
 from pipelines.errors import PipelineError
 
@@ -137,3 +137,5 @@ def test_sweep_killed_midway_resumes_without_rerunning_finished_runs(tmp_path):
     launches = folder.path(rf.COMMAND).read_text().count("--gin_file")
     assert launches == 1 if name in finished else launches >= 1, name
   assert (root / sweep.SWEEP_INFO).is_file() and (root / child_runs.LOGS / f"{names[0]}.log").is_file()
+  # Every run is a session of TensorBoard's HParams tab, those finished before the kill too.
+  assert sorted(p.name for p in (root / tracking.HPARAMS).iterdir()) == sorted(names)

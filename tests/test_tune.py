@@ -1,5 +1,6 @@
 """pipelines-tune: a tiny real study whose best.gin trains; pruning; resume; bad space files."""
 
+import csv
 import json
 import sqlite3
 
@@ -48,6 +49,9 @@ def test_tiny_study_writes_a_gin_file_that_trains_and_resumes(tmp_path):
   assert "tf.keras.optimizers.Adam.learning_rate = " in text
   assert "q_network.fc_layer_params = (32,)" in text or "q_network.fc_layer_params = (64, 64)" in text
   assert _finished_trials(study / tune.STUDY_DB) == 2
+  with open(study / tune.TRIALS_CSV, newline="") as f:
+    rows = list(csv.DictReader(f))
+  assert [r["number"] for r in rows] == ["0", "1"] and {r["state"] for r in rows} <= {"COMPLETE", "PRUNED"}
 
   again = _tune(tmp_path)  # the study already holds 2 finished trials: nothing new runs
   assert again.returncode == 0, again.stderr[-3000:]
@@ -76,7 +80,7 @@ def test_a_trial_below_the_median_is_pruned(tmp_path):
     "".join(json.dumps({"env_steps": s, "average_return": 10.0}) + "\n" for s in (100, 200))
   )
   reported = set()
-  assert tuner._report_new(study.ask(parsed.distributions), run_dir, reported)
+  assert tuner._report_new(study.ask(parsed.distributions), [run_dir], reported)
   assert reported == {100}  # stopped at the first evaluation under the median
 
 

@@ -33,7 +33,7 @@ import tensorflow as tf
 from tf_agents.agents import tf_agent
 from tf_agents.environments import py_environment, tf_environment, tf_py_environment
 
-from pipelines import checkpoints, collection, environments, evaluation, learning, plots, progress
+from pipelines import checkpoints, collection, environments, evaluation, learning, plots, progress, warm_start
 from pipelines import run_folder as rf
 from pipelines.agents import ActionSpaceError
 from pipelines.errors import PipelineError, WriteError
@@ -151,7 +151,7 @@ def build_components(
   )
 
 
-@gin.configurable(denylist=["root_dir", "build_fn"])
+@gin.configurable(denylist=["root_dir", "build_fn", "init_from", "init_replay"])
 def run_experiment(
   root_dir: str,
   num_env_steps: int = 50_000,
@@ -163,6 +163,8 @@ def run_experiment(
   log_interval: int | None = None,
   progress_interval: float = 60.0,
   build_fn: Callable[[], Components] = build_components,
+  init_from: str | None = None,
+  init_replay: bool = False,
 ) -> dict:
   """Trains and evaluates one agent; returns the final evaluation summary.
 
@@ -176,17 +178,29 @@ def run_experiment(
     steps, last evaluation, ETA) when stderr is not a terminal (a log file, CI); a terminal
     gets tqdm's bar instead. 0: no lines.
   build_fn: builds the components (a distributed learner passes its own trainer).
+  init_from, init_replay: `pipelines-train --init_from=RUN[:ENV_STEPS] [--init_replay]`: a run
+    without a checkpoint of its own starts from that run's agent (and replay); see
+    `pipelines/warm_start.py`. Ignored once the run has checkpointed.
   """
   folder = rf.RunFolder(root_dir)
   folder.check_usable()
   parts = build_fn()
   operative_config = gin.operative_config_str()
   changes = folder.check_config(operative_config, gin.config_str())
+  started_from = None
+  if init_from and not warm_start.kept_checkpoints(folder.root):  # before anything is written
+    items = parts.trainer.checkpoint_items()
+    started_from = warm_start.warm_start(init_from, parts.agent, parts.train_step, items, init_replay)
   folder.lock()
   loop = None
   try:
     with _writing("run start", folder.root, folder.root, lambda: "the run's checkpoints were not touched"):
       folder.write_metadata(operative_config, parts.seed)
+      if started_from:
+        folder.record_info(init_from=started_from)
+        what = "agent and replay" if started_from["replay"] else "agent"
+        source, steps = started_from["run"], started_from["env_steps"]
+        print(f"Starting from the {what} of {source} at {steps} env steps", file=sys.stderr)
       if changes:
         folder.record_config_change(operative_config, changes)
         shown = "; ".join(f"{key}: {was} -> {now}" for key, (was, now) in changes.items())

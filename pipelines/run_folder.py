@@ -209,6 +209,10 @@ class RunFolder:
       )
     return differ
 
+  def record_info(self, **fields: Any) -> None:
+    """Adds fields to run.json (e.g. `init_from`: the run a warm start came from)."""
+    atomic_write_text(self.path(RUN_INFO), json.dumps({**self.read_info(), **fields}, indent=2) + "\n")
+
   def record_config_change(self, operative_config: str, changes: dict[str, list]) -> None:
     """Keeps the config a continued run now trains with and, in run.json, what changed when."""
     info = self.read_info()

@@ -22,6 +22,12 @@ flags.DEFINE_string("root_dir", None, "Run folder: created, or resumed if it hol
 flags.DEFINE_string(
   "wandb_project", None, "Also mirror the TensorBoard scalars to this W&B project (needs the wandb extra)."
 )
+flags.DEFINE_string(
+  "init_from",
+  None,
+  "Start a new run from another run's agent: RUN_DIR (its newest checkpoint) or RUN_DIR:ENV_STEPS.",
+)
+flags.DEFINE_bool("init_replay", False, "With --init_from, also start from its replay (off-policy agents).")
 flags.mark_flag_as_required("root_dir")
 FLAGS = flags.FLAGS
 
@@ -31,6 +37,8 @@ def _train() -> int:
     raise cli.PipelineError("give at least one --gin_file (e.g. gin/dqn_cartpole.gin)")
   # Before TensorFlow loads (seconds, and its start-up lines): a typo is refused at once.
   cli.check_gin_syntax(FLAGS.gin_file, FLAGS.gin_bindings)
+  if FLAGS.init_replay and not FLAGS.init_from:
+    raise cli.PipelineError("--init_replay needs --init_from")
   if FLAGS.wandb_project:
     tracking.import_wandb()  # a missing package is one line, before anything is written
   cli.quiet_libraries()  # before tf_agents imports gym, which prints a notice
@@ -43,12 +51,13 @@ def _train() -> int:
 
   cli.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
   devices.configure()  # before the run builds its first variable
+  warm = {"init_from": FLAGS.init_from, "init_replay": FLAGS.init_replay}
   if FLAGS.wandb_project:
     config = {"gin_files": FLAGS.gin_file, "gin_bindings": FLAGS.gin_bindings, "root_dir": FLAGS.root_dir}
     with tracking.wandb_run(FLAGS.wandb_project, FLAGS.root_dir, config):
-      final = experiment.run_experiment(FLAGS.root_dir)
+      final = experiment.run_experiment(FLAGS.root_dir, **warm)
   else:
-    final = experiment.run_experiment(FLAGS.root_dir)
+    final = experiment.run_experiment(FLAGS.root_dir, **warm)
   print(f"Run folder: {experiment.rf.RunFolder(FLAGS.root_dir).root}")
   print("Final evaluation: " + json.dumps(final))
   return 0

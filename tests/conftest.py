@@ -58,7 +58,7 @@ def run_train(root_dir, gin_file="gin/dqn_cartpole.gin", bindings=(), toy=True, 
 
 
 def train_here(
-  root_dir, gin_file="gin/dqn_cartpole.gin", bindings=(), toy=True
+  root_dir, gin_file="gin/dqn_cartpole.gin", bindings=(), toy=True, init_from=None, init_replay=False
 ) -> subprocess.CompletedProcess:
   """`pipelines-train` in this process: the same gin parsing, run and output lines.
 
@@ -71,13 +71,15 @@ def train_here(
 
   command = train_command(root_dir, gin_file, bindings, toy)
   flags = [arg.split("=", 1) for arg in command[3:]]
+  command += [f"--init_from={init_from}"] if init_from else []
+  command += ["--init_replay"] if init_replay else []
   gin_files = [str(REPO / value) for name, value in flags if name == "--gin_file"]
   gin_bindings = [value for name, value in flags if name == "--gin_bindings"]
   out, err = io.StringIO(), io.StringIO()
 
   def train() -> int:
     cli.parse_gin(gin_files, gin_bindings)
-    final = experiment.run_experiment(str(root_dir))
+    final = experiment.run_experiment(str(root_dir), init_from=init_from, init_replay=init_replay)
     print(f"Run folder: {root_dir}")
     print("Final evaluation: " + json.dumps(final))
     return 0

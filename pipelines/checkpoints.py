@@ -5,7 +5,10 @@
 TensorFlow writes a checkpoint's data and index first and only then points the
 `checkpoint` state file at it (an atomic rename), so a save cut short by SIGKILL is
 never the one restored. Policy exports are written beside the live one and swapped in
-by rename; a failed export leaves nothing behind.
+by rename; a failed export leaves nothing behind. Every export (and every new best
+evaluation) also leaves the policy's variables in `policies/<env_steps>/`, kept for good:
+
+    pipelines-evaluate --root_dir=runs/x --step=20000   # or --step=best
 
 State too large for TF variables (a replay of 1M Atari frames) goes to files: any item with
 `save_to(directory)`/`restore_from(directory)` is written to `ckpt-<N>.<name>/` (through a

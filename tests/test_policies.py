@@ -150,3 +150,32 @@ def test_a_resume_from_an_earlier_checkpoint_keeps_no_policy_of_the_discarded_fu
   for step in [s for s in _numbered(root) if s > middle]:
     _, policy = _load(root, str(step))
     assert int(policy.get_train_step()) == by_step[step]["train_steps"]
+
+
+class _Stopped(Exception):
+  pass
+
+
+def test_a_resume_that_discards_policies_exports_the_restored_weights_as_latest(run, tmp_path, monkeypatch):
+  from pipelines import learning
+
+  run, exported = run
+  root = tmp_path / "run"
+  shutil.copytree(run, root)
+  last = rf.RunFolder(root).read_metrics()[-1]["env_steps"]
+  middle = sorted(set(exported))[1]
+  for path in (root / rf.CHECKPOINTS).glob(f"ckpt-{last}.*"):
+    path.unlink()
+  (root / rf.CHECKPOINTS / "checkpoint").unlink()
+
+  def stop(self):  # right after the restore, before any training
+    raise _Stopped
+
+  monkeypatch.setattr(learning.OffPolicyTrainer, "initialize", stop)
+  with pytest.raises(_Stopped):
+    train_here(root, bindings=BINDINGS)
+  saved = tf.train.load_checkpoint(str(root / rf.CHECKPOINTS / f"ckpt-{middle}"))
+  restored = saved.get_tensor("train_step/.ATTRIBUTES/VARIABLE_VALUE")
+  _, latest = _load(root, "latest")
+  assert int(latest.get_train_step()) == restored
+  assert _numbered(root)[-1] == middle

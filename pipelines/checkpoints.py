@@ -5,7 +5,10 @@
 TensorFlow writes a checkpoint's data and index first and only then points the
 `checkpoint` state file at it (an atomic rename), so a save cut short by SIGKILL is
 never the one restored. Policy exports are written beside the live one and swapped in
-by rename; a failed export leaves nothing behind.
+by rename; a failed export leaves nothing behind. Every export (and every new best
+evaluation) also leaves the policy's variables in `policies/<env_steps>/`, kept for good:
+
+    pipelines-evaluate --root_dir=runs/x --step=20000   # or --step=best
 
 State too large for TF variables (a replay of 1M Atari frames) goes to files: any item with
 `save_to(directory)`/`restore_from(directory)` is written to `ckpt-<N>.<name>/` (through a
@@ -38,6 +41,7 @@ from tensorflow.python.checkpoint import checkpoint_management
 from tf_agents.policies import policy_saver
 
 from pipelines.errors import PipelineError
+from pipelines.run_folder import BEST_POLICY
 
 MANIFEST = "manifest.json"  # ckpt-<N>.manifest.json: size and CRC-32 of each side file
 DAMAGED = "damaged"  # checkpoints that did not load, kept for inspection
@@ -246,18 +250,25 @@ class Checkpointer:
 
 
 class PolicyExporter:
-  """Exports a policy as a SavedModel (TF-Agents `PolicySaver`) to `directory`."""
+  """Exports a policy (TF-Agents `PolicySaver`): the latest as a SavedModel in `directory`,
+  and, with `history`, every export and every new best evaluation as a variables-only
+  checkpoint `history/<env_steps>/` (`PolicySaver.save_checkpoint`) that the SavedModel's
+  graph loads (`load_saved_policy(directory, history/<env_steps>)`), so a numbered policy
+  costs its weights only. `history/best.json` names the best one: `{"env_steps", "average_return"}`.
+  """
 
-  def __init__(self, policy, train_step: tf.Variable, directory: Path):
+  def __init__(self, policy, train_step: tf.Variable, directory: Path, history: Path | None = None):
     self._saver = policy_saver.PolicySaver(policy, train_step=train_step)
     self._directory = Path(directory)
+    self._history = None if history is None else Path(history)
 
   @property
   def staging(self) -> Path:
     """Where an export is written before it replaces `directory`."""
     return self._directory.with_name(self._directory.name + ".new")
 
-  def export(self) -> None:
+  def export(self, env_steps: int | None = None) -> None:
+    """Writes the SavedModel, then (with `history` and `env_steps`) policy `env_steps`."""
     staging = self.staging
     previous = self._directory.with_name(self._directory.name + ".old")
     shutil.rmtree(staging, ignore_errors=True)
@@ -271,15 +282,92 @@ class PolicyExporter:
       self._directory.rename(previous)
     staging.rename(self._directory)
     shutil.rmtree(previous, ignore_errors=True)
+    if self._history is not None and env_steps is not None:
+      self.save_numbered(env_steps)
+
+  def save_numbered(self, env_steps: int) -> Path:
+    """Writes the policy's variables to `history/<env_steps>/` (through a staging folder and
+    a rename, so a listed step is always whole); returns that folder."""
+    final = self._history / str(env_steps)
+    staging = self._history / f".{env_steps}.new"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+      self._saver.save_checkpoint(str(staging))
+    except BaseException:
+      shutil.rmtree(staging, ignore_errors=True)
+      raise
+    shutil.rmtree(final, ignore_errors=True)  # the same step again (a final export): same weights
+    staging.rename(final)
+    return final
+
+  def best(self) -> dict | None:
+    """`{"env_steps", "average_return"}` of the best policy kept, or None."""
+    try:
+      return json.loads((self._history / BEST_POLICY).read_text())
+    except (FileNotFoundError, ValueError):
+      return None
+
+  def offer_best(self, env_steps: int, average_return: float) -> bool:
+    """Keeps the current weights as the best policy if `average_return` beats the best so
+    far (a tie keeps the earlier one); call it right after evaluating. True when kept."""
+    if self._history is None:
+      return False
+    best = self.best()
+    if best is not None and average_return <= best["average_return"]:
+      return False
+    self.save_numbered(env_steps)
+    self._set_best(env_steps, average_return)
+    return True
+
+  def _set_best(self, env_steps: int, average_return: float) -> None:
+    record = {"env_steps": env_steps, "average_return": average_return}
+    _write_atomically(self._history / BEST_POLICY, json.dumps(record) + "\n")
+
+  def discard_after(self, env_steps: int, evaluations: list[dict]) -> list[int]:
+    """After a resume from a checkpoint at `env_steps`: removes the policies of the future
+    that was thrown away (steps > `env_steps`), and points best.json at the best evaluation
+    that is still on record and has its policy (`evaluations`: metrics.jsonl, truncated).
+    Returns the removed steps."""
+    if self._history is None or not self._history.is_dir():
+      return []
+    removed = [step for step in numbered_policies(self._history) if step > env_steps]
+    for step in removed:
+      shutil.rmtree(self._history / str(step))
+    for leftover in self._history.glob(".*.new"):  # a write cut short by a kill
+      shutil.rmtree(leftover, ignore_errors=True)
+    best = self.best()
+    if best is None or best["env_steps"] > env_steps:
+      kept = set(numbered_policies(self._history))
+      candidates = [r for r in evaluations if r["env_steps"] in kept]
+      if candidates:  # max() keeps the first of equal returns, as offer_best does
+        top = max(candidates, key=lambda r: r["average_return"])
+        self._set_best(top["env_steps"], top["average_return"])
+      else:
+        (self._history / BEST_POLICY).unlink(missing_ok=True)
+    return removed
 
 
-def load_saved_policy(directory: Path):
+def numbered_policies(history: Path) -> list[int]:
+  """Env steps of the numbered policies in `history`, ascending."""
+  if not Path(history).is_dir():
+    return []
+  return sorted(int(p.name) for p in Path(history).iterdir() if p.name.isdigit() and p.is_dir())
+
+
+def load_saved_policy(directory: Path, variables: Path | None = None):
   """Loads an exported policy (`.action`, `.get_initial_state`); falls back to the previous
-  export if the process died between the two renames of a swap."""
+  export if the process died between the two renames of a swap. `variables`: a numbered
+  policy (`PolicyExporter.save_numbered`) whose weights and train step replace the export's,
+  read as TF-Agents' `SavedModelPyTFEagerPolicy.update_from_checkpoint` reads them."""
   directory = Path(directory)
   if not directory.exists():
     directory = directory.with_name(directory.name + ".old")
-  return tf.saved_model.load(str(directory))
+  policy = tf.saved_model.load(str(directory))
+  if variables is not None:
+    prefix = Path(variables) / tf.saved_model.VARIABLES_DIRECTORY / tf.saved_model.VARIABLES_FILENAME
+    status = tf.train.Checkpoint(policy=policy).read(str(prefix))
+    status.assert_existing_objects_matched().expect_partial()
+  return policy
 
 
 def _first_line(error: BaseException) -> str:

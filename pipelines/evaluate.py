@@ -3,11 +3,14 @@
     pipelines-evaluate --root_dir=runs/dqn_cartpole --num_episodes=10
     python -m pipelines.evaluate --root_dir=runs/dqn_cartpole --policy=random
     pipelines-evaluate --root_dir=runs/dqn_cartpole --video=episodes.mp4 --num_episodes=3
+    pipelines-evaluate --root_dir=runs/dqn_cartpole --step=best   # or --step=20000, --step=latest
 
 Rebuilds the evaluation environment from the run's own `operative_config.gin` and prints
 one JSON line: mean, std, min and max return over the episodes, and their count. With
 `--video` the episodes are played one by one on a single copy and recorded (MP4 or GIF,
-the return drawn on each frame; see `pipelines/video.py`).
+the return drawn on each frame; see `pipelines/video.py`). `--step` picks the policy: the
+latest export (`policy/`), the one of the best evaluation, or the one saved at N env steps
+(`policies/<N>/`, loaded into the latest export's graph).
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ flags.DEFINE_integer("num_episodes", 10, "Whole episodes to play.")
 flags.DEFINE_enum("policy", "greedy", ["greedy", "random"], "The exported policy, or uniform random.")
 flags.DEFINE_integer("seed", 12_345, "Seed of the evaluation environments.")
 flags.DEFINE_string("video", None, "Record the episodes to this .mp4 or .gif file.")
+flags.DEFINE_string(
+  "step", "latest", "Which saved policy: latest (the last export), best (best evaluation) or N env steps."
+)
 flags.DEFINE_float("video_fps", None, "Frames per second of the video (default: the environment's).")
 flags.mark_flag_as_required("root_dir")
 FLAGS = flags.FLAGS
@@ -43,6 +49,7 @@ def _evaluate() -> int:
     video.check_output(Path(FLAGS.video).expanduser().absolute())
   if FLAGS.policy == "greedy" and not any(folder.path(p).exists() for p in (rf.POLICY, rf.POLICY + ".old")):
     raise cli.PipelineError(f"{folder.root} has no exported policy yet ({rf.POLICY}/ missing)")
+  step, variables = policy_at(folder, FLAGS.step) if FLAGS.policy == "greedy" else (None, None)
   cli.quiet_libraries()
   import gin
   from tf_agents.environments import tf_py_environment
@@ -59,16 +66,43 @@ def _evaluate() -> int:
   if FLAGS.policy == "random":
     policy = evaluation.random_policy(env)
   else:
-    policy = checkpoints.load_saved_policy(folder.path(rf.POLICY))
+    policy = checkpoints.load_saved_policy(folder.path(rf.POLICY), variables)
   evaluator = evaluation.Evaluator(num_episodes=FLAGS.num_episodes)  # epsilon: the run's own
   if FLAGS.video:
     summary = _record_video(py_env, env, policy, evaluator.epsilon)
   else:
     result = evaluator(env, policy, seed=FLAGS.seed)
     summary = {**result.summary(), "seconds": round(result.seconds, 3)}
-  print(json.dumps({"policy": FLAGS.policy, **summary}))
+  chosen = {"step": step, "train_step": int(policy.get_train_step())} if FLAGS.policy == "greedy" else {}
+  print(json.dumps({"policy": FLAGS.policy, **chosen, **summary}))
   py_env.close()
   return 0
+
+
+def policy_at(folder, step: str) -> tuple[str | int, Path | None]:
+  """(the step shown, the numbered policy's folder or None for the latest export) for
+  `--step`; a step that was not saved is one error listing those that were."""
+  from pipelines import run_folder as rf
+
+  history = folder.path(rf.POLICIES)
+  if step == "latest":
+    return "latest", None
+  if step == "best":
+    try:
+      best = json.loads((history / rf.BEST_POLICY).read_text())["env_steps"]
+    except (OSError, ValueError, KeyError):
+      raise cli.PipelineError(
+        f"{folder.root} has no best policy yet ({rf.POLICIES}/{rf.BEST_POLICY} missing)"
+      ) from None
+    return best, history / str(best)
+  saved = sorted(int(p.name) for p in history.glob("*") if p.name.isdigit()) if history.is_dir() else []
+  if step.isdigit() and int(step) in saved:
+    return int(step), history / str(int(step))
+  listed = ", ".join(map(str, saved)) or "none"
+  raise cli.PipelineError(
+    f"--step={step}: no policy saved at that step in {folder.root / rf.POLICIES}; "
+    f"available: latest, best, or env steps {listed}"
+  )
 
 
 def _record_video(py_env, env, policy, epsilon: float) -> dict:

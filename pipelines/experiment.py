@@ -300,7 +300,9 @@ class _Loop:
       **{f"metric_{name}": m for name, m in vars(metrics).items()},
       **trainer.checkpoint_items(),
     )
-    self.policy_exporter = checkpoints.PolicyExporter(agent.policy, train_step, folder.path(rf.POLICY))
+    self.policy_exporter = checkpoints.PolicyExporter(
+      agent.policy, train_step, folder.path(rf.POLICY), folder.path(rf.POLICIES)
+    )
     self.train_writer = tf.summary.create_file_writer(str(folder.path(rf.TRAIN_SUMMARIES)))
     self.eval_writer = tf.summary.create_file_writer(str(folder.path(rf.EVAL_SUMMARIES)))
     self.last_eval: dict | None = None
@@ -346,6 +348,13 @@ class _Loop:
       print(f"Resuming {self.folder.root} at {self.env_steps} env steps", file=sys.stderr)
     records = self.folder.read_metrics()
     self.last_eval = records[-1] if records else None
+    # Policies saved after the restored checkpoint belong to a future that was thrown away:
+    # removed, so each numbered policy and `best` is one this run's history leads to.
+    with self._writing("policy cleanup", self.folder.path(rf.POLICIES)):
+      discarded = self.policy_exporter.discard_after(self.env_steps, records)
+    if discarded:
+      print(f"Removed the policies saved after {self.env_steps} env steps: {discarded}", file=sys.stderr)
+      self._export(numbered=False)  # policy/ (`latest`) holds the restored weights again
     self._clock_start = time.perf_counter()
     with tf.summary.record_if(False):
       self.trainer.initialize()
@@ -475,6 +484,9 @@ class _Loop:
       with self.eval_writer.as_default(step=frames["frames"]):
         tf.summary.scalar("frames/average_return", record["average_return"])
     self.last_eval = record
+    # Now, not at the next export: `best` is the policy that was evaluated.
+    with self._writing("best policy", self.folder.path(rf.POLICIES)):
+      self.policy_exporter.offer_best(self.env_steps, record["average_return"])
     return record
 
   def _save(self) -> None:
@@ -489,9 +501,9 @@ class _Loop:
       self.checkpointer.save(self.env_steps)
     self._saved_at = (self.env_steps, int(self.train_step))
 
-  def _export(self) -> None:
+  def _export(self, numbered: bool = True) -> None:
     with self._writing("policy export", self.policy_exporter.staging):
-      self.policy_exporter.export()
+      self.policy_exporter.export(self.env_steps if numbered else None)
 
   def _finish(self) -> dict:
     if self.last_eval is None or self.last_eval["env_steps"] != self.env_steps:

@@ -36,6 +36,10 @@ METRICS = "metrics.jsonl"
 TRAIN_METRICS = "train_metrics.jsonl"  # training records between evaluations (Atari games)
 CHECKPOINTS = "checkpoints"
 POLICY = "policy"
+# Every exported policy: policies/<env_steps>/variables/ (TF-Agents `PolicySaver.save_checkpoint`,
+# loaded into policy/'s SavedModel), and best.json naming the step of the best evaluation.
+POLICIES = "policies"
+BEST_POLICY = "best.json"
 TRAIN_SUMMARIES = "train"
 EVAL_SUMMARIES = "eval"
 LEARNING_CURVE = "learning_curve.png"

@@ -18,7 +18,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if os.environ.get(VERBOSE_ENV,
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
 import atexit  # noqa: E402
-import ctypes  # noqa: E402
 import logging  # noqa: E402
 import re  # noqa: E402
 import tokenize  # noqa: E402
@@ -61,38 +60,11 @@ def quiet_libraries() -> None:
   absl_logging.set_verbosity(absl_logging.ERROR)  # e.g. PolicySaver's "Sanitizing" warnings
   import tensorflow as tf
 
-  level = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")
-  _quiet_absl_cpp_logging(int(level) if level.isdigit() else 3)
   tf.get_logger().setLevel(logging.ERROR)
   import warnings
 
   warnings.filterwarnings("ignore", category=UserWarning, module="tensorflow")
   warnings.filterwarnings("ignore", category=SyntaxWarning)
-
-
-# absl::SetMinLogLevel of the abseil that TensorFlow 2.15 links (LTS 2023-01-25; another
-# TensorFlow has another name, and then the call is skipped).
-_ABSL_SET_MIN_LOG_LEVEL = "_ZN4absl12lts_2023012514SetMinLogLevelENS0_18LogSeverityAtLeastE"
-
-
-def _quiet_absl_cpp_logging(level: int) -> None:
-  """Raises the level of abseil's C++ logging, which TF_CPP_MIN_LOG_LEVEL does not reach.
-
-  Parts of XLA log through abseil rather than TensorFlow's own logging, e.g. `I0000 ...
-  device_compiler.h:186] Compiled cluster using XLA!` and the `WARNING: All log messages
-  before absl::InitializeLog() is called are written to STDERR` printed before the first
-  such line. abseil reads no environment variable; its level is set by `absl::SetMinLogLevel`,
-  exported by TensorFlow's framework library (levels 0-3 as for TF_CPP_MIN_LOG_LEVEL).
-  """
-  import tensorflow as tf
-
-  library = Path(tf.sysconfig.get_lib()) / "libtensorflow_framework.so.2"
-  try:
-    set_min_log_level = getattr(ctypes.CDLL(str(library)), _ABSL_SET_MIN_LOG_LEVEL)
-  except (OSError, AttributeError):  # another platform or TensorFlow: its lines stay
-    return
-  set_min_log_level.argtypes = [ctypes.c_int]
-  set_min_log_level(min(max(level, 0), 3))
 
 
 def absorb_xla_start_lines() -> None:
@@ -347,4 +319,14 @@ def run(main: Callable[[list[str]], None], module: types.ModuleType) -> None:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
     main(argv)
 
-  app.run(verbose_main)
+  program = f"pipelines-{Path(module.__file__).stem}"
+
+  def parse_flags(argv: list[str]) -> list[str]:
+    """absl's parsing, with a bad flag as our one error line (absl: 'FATAL Flags parsing error')."""
+    try:
+      return flags.FLAGS(argv)
+    except flags.Error as e:
+      print(f"{program}: error: {first_line(e)} (--help lists the flags)", file=sys.stderr)
+      sys.exit(2)
+
+  app.run(verbose_main, flags_parser=parse_flags)

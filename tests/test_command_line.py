@@ -130,3 +130,11 @@ def test_verbose_lowers_the_library_log_level_unless_the_user_set_one(args, user
   )
   assert result.returncode == 0, result.stderr[-2000:]
   assert result.stdout.split() == expected.split()
+
+
+def test_a_bad_flag_is_one_error_line_naming_it():
+  result = run(console_script("train", "--gin_file=gin/dqn_cartpole.gin", "--root_dir=x", "--seeds=3"))
+  assert result.returncode == 2
+  assert result.stderr == (
+    "pipelines-train: error: Unknown command line flag 'seeds' (--help lists the flags)\n"
+  )

@@ -24,7 +24,8 @@ COMMAND_FLAGS = {
   "report": ["out", "reference", "x", "reps", "seed"],
 }
 
-# What our own code writes to stderr during a run; anything else is a library's line.
+# What our own code writes to stderr during a run; anything else is a library's line. A new
+# line of ours (e.g. a progress line for logs) needs its prefix here.
 OUR_STDERR_LINES = re.compile(
   r"(device: |warning: |pipelines-train: |Resuming |Saved |Restored |Stopped by signal )"
 )

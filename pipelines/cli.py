@@ -319,7 +319,7 @@ def run(main: Callable[[list[str]], None], module: types.ModuleType) -> None:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
     main(argv)
 
-  program = f"pipelines-{Path(module.__file__).stem}"
+  program = f"pipelines-{Path(getattr(module, '__file__', sys.argv[0])).stem}"  # -c: no file
 
   def parse_flags(argv: list[str]) -> list[str]:
     """absl's parsing, with a bad flag as our one error line (absl: 'FATAL Flags parsing error')."""

@@ -1,4 +1,4 @@
-"""What every command-line tool shares: quiet TensorFlow, gin parsing, one-line errors."""
+"""What every command-line tool shares: quiet start-up, `--help`, gin parsing, one-line errors."""
 
 from __future__ import annotations
 
@@ -7,15 +7,36 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Set before TensorFlow loads (its C++ logging reads it once): only FATAL lines, so neither
+# its start-up chatter (cuDNN/cuFFT/cuBLAS registration, cpu_feature_guard, TF-TRT) nor
+# "SetPriority unimplemented" reaches the terminal; a failing op still raises in Python.
+# `--verbose` (or PIPELINES_VERBOSE=1) lowers it to 0; a value the user set is kept.
+VERBOSE_ENV = "PIPELINES_VERBOSE"
+_TF_LEVEL_FROM_USER = "TF_CPP_MIN_LOG_LEVEL" in os.environ
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if os.environ.get(VERBOSE_ENV, "0") != "0" else "3")
+# pygame (gymnasium's classic-control rendering, for videos) prints a banner on import.
+os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
 import atexit  # noqa: E402
 import logging  # noqa: E402
 import re  # noqa: E402
 import tokenize  # noqa: E402
+import types  # noqa: E402
 
 import gin  # noqa: E402
+from absl import app, flags  # noqa: E402
 from gin import config_parser  # noqa: E402
+
+flags.DEFINE_bool(
+  "verbose",
+  False,
+  f"Show TensorFlow's, XLA's and the libraries' own log lines (also: {VERBOSE_ENV}=1).",
+)
+
+
+def verbose() -> bool:
+  """Whether the user asked for the libraries' log lines (`--verbose` or PIPELINES_VERBOSE=1)."""
+  return os.environ.get(VERBOSE_ENV, "0") != "0"
 
 
 def quiet_libraries() -> None:
@@ -23,8 +44,11 @@ def quiet_libraries() -> None:
 
   tf-agents imports the old `gym` (a transitive dependency we never use), whose import
   prints an 'unmaintained' notice unless this runs first; gin logs an error for every
-  search-path miss.
+  search-path miss. With `--verbose` the libraries keep their own log levels.
   """
+  logging.getLogger().addFilter(lambda record: not record.getMessage().startswith("Path not found"))
+  if verbose():
+    return
   try:
     import gym_notices.notices
 
@@ -34,7 +58,6 @@ def quiet_libraries() -> None:
   from absl import logging as absl_logging
 
   absl_logging.set_verbosity(absl_logging.ERROR)  # e.g. PolicySaver's "Sanitizing" warnings
-  logging.getLogger().addFilter(lambda record: not record.getMessage().startswith("Path not found"))
   import tensorflow as tf
 
   tf.get_logger().setLevel(logging.ERROR)
@@ -42,6 +65,32 @@ def quiet_libraries() -> None:
 
   warnings.filterwarnings("ignore", category=UserWarning, module="tensorflow")
   warnings.filterwarnings("ignore", category=SyntaxWarning)
+
+
+def absorb_xla_start_lines() -> None:
+  """Compiles a trivial XLA function with stderr pointed at /dev/null: call before the run's first.
+
+  XLA lives in libtensorflow_cc, whose abseil logging is private to it (no environment
+  variable, no exported function sets its level), and a process's first XLA compile prints
+  `WARNING: All log messages before absl::InitializeLog() is called are written to STDERR`
+  and `I0000 ... device_compiler.h:186] Compiled cluster using XLA!`, each once per process.
+  Spending both on this compile (~0.2 s on CPU) keeps them off the terminal and hides
+  nothing later: every other line, our own and TensorFlow's, still reaches stderr. Call it
+  after `devices.configure` (it places a tensor on the training device).
+  """
+  if verbose():
+    return
+  import tensorflow as tf
+
+  sys.stderr.flush()
+  saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+  os.dup2(null, 2)
+  try:
+    tf.function(lambda x: x + 1, jit_compile=True)(tf.constant(0.0))
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(null)
 
 
 from pipelines.errors import PipelineError  # noqa: E402
@@ -177,3 +226,107 @@ def exit_process(code: int) -> None:
     except (OSError, ValueError):  # a closed pipe: nothing more to say
       pass
   os._exit(code)
+
+
+# Modules a shipped gin file, a flag or a tool may need, and what to install for each.
+# gymnasium's own environments raise DependencyNotInstalled with the extra named instead.
+_PACKAGES = {
+  "ale_py": "ale-py",
+  "Box2D": "gymnasium[box2d]",
+  "mujoco": "gymnasium[mujoco]",
+  "pygame": "gymnasium[classic-control]",
+  "cv2": "opencv-python-headless",
+  "imageio": "imageio",
+  "imageio_ffmpeg": "imageio-ffmpeg",
+  "optuna": "optuna",
+  "rliable": "rliable",
+  "reverb": "dm-reverb",
+  "yaml": "PyYAML",
+  "wandb": "wandb",
+}
+
+
+def missing_dependency(error: BaseException) -> PipelineError | None:
+  """The one-line error for a package that is not installed, naming what to install.
+
+  None for anything else (our own modules, a broken install of a present package), which
+  keeps its traceback.
+  """
+  gymnasium_error = sys.modules.get("gymnasium.error")  # not loaded: it raised nothing
+  if gymnasium_error is not None and isinstance(error, gymnasium_error.DependencyNotInstalled):
+    return PipelineError(f"missing optional dependency: {first_line(error)}")
+  if not isinstance(error, ModuleNotFoundError) or not error.name:
+    return None
+  module = error.name.split(".")[0]
+  if module == "pipelines":
+    return None
+  package = _PACKAGES.get(module, module)
+  return PipelineError(f"Python module {module!r} is not installed: pip install '{package}'")
+
+
+def command(main: Callable[[], int | None], program: str) -> int:
+  """`main_with_errors`, with a missing package also turned into one line (exit 2)."""
+
+  def checked() -> int | None:
+    try:
+      return main()
+    except Exception as e:
+      error = missing_dependency(e)
+      if error is None:
+        raise
+      raise error from None
+
+  return main_with_errors(checked, program)
+
+
+class _HelpFlag(flags.BooleanFlag):
+  """`--help`, `-?`, `--helpshort`: the command's docstring and its own flags, then exit 0.
+
+  absl's help flag lists the key flags of the main module, which for a console script is
+  the generated wrapper (no flags, no docstring), and exits 1.
+  """
+
+  def __init__(self, name: str, short_name: str | None, doc: str):
+    super().__init__(name, False, "show this help", short_name=short_name, allow_override=True)
+    self._doc = doc
+
+  def parse(self, argument):
+    if self._parse(argument):
+      print(self._doc.rstrip() + "\n\nflags:\n" + flags.FLAGS.main_module_help())
+      print("\nTry --helpfull to get a list of all flags, the libraries' included.")
+      sys.exit(0)
+
+
+def run(main: Callable[[list[str]], None], module: types.ModuleType) -> None:
+  """Parses the flags and calls `main`: what each command's console-script entry point runs.
+
+  The flags `module` defined (and `--verbose`) are made key flags of the main module, so
+  `--help` lists them whether the command runs as a console script or as `python -m`.
+  """
+  # absl files a flag under the module that defined it, `sys.argv[0]` for `__main__`.
+  defined_in = sys.argv[0] if module.__name__ == "__main__" else module.__name__
+  for flag in [*flags.FLAGS.get_key_flags_for_module(defined_in), flags.FLAGS["verbose"]]:
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+  app.define_help_flags()
+  doc = module.__doc__ or f"USAGE: {Path(sys.argv[0]).name} [flags]"
+  for name, short_name in (("help", "?"), ("helpshort", None)):
+    flags.DEFINE_flag(_HelpFlag(name, short_name, doc))
+
+  def verbose_main(argv: list[str]) -> None:
+    if flags.FLAGS.verbose:
+      os.environ[VERBOSE_ENV] = "1"  # child processes (sweep, tune, launch) inherit it
+      if not _TF_LEVEL_FROM_USER:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    main(argv)
+
+  program = f"pipelines-{Path(getattr(module, '__file__', sys.argv[0])).stem}"  # -c: no file
+
+  def parse_flags(argv: list[str]) -> list[str]:
+    """absl's parsing, with a bad flag as our one error line (absl: 'FATAL Flags parsing error')."""
+    try:
+      return flags.FLAGS(argv)
+    except flags.Error as e:
+      print(f"{program}: error: {first_line(e)} (--help lists the flags)", file=sys.stderr)
+      sys.exit(2)
+
+  app.run(verbose_main, flags_parser=parse_flags)

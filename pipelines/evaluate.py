@@ -16,9 +16,10 @@ latest export (`policy/`), the one of the best evaluation, or the one saved at N
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 
 from pipelines import cli, video
 
@@ -127,12 +128,12 @@ def _record_video(py_env, env, policy, epsilon: float) -> dict:
 
 def main(argv) -> None:
   del argv
-  cli.exit_process(cli.main_with_errors(_evaluate, "pipelines-evaluate"))
+  cli.exit_process(cli.command(_evaluate, "pipelines-evaluate"))
 
 
 def run() -> None:
   """Console-script entry point (`pipelines-evaluate`)."""
-  app.run(main)
+  cli.run(main, sys.modules[__name__])
 
 
 if __name__ == "__main__":

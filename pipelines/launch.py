@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 
 from pipelines import cli
 
@@ -92,6 +92,8 @@ def _launch() -> int:
     from pipelines import devices
 
     devices.configure()
+  if role == "learner":  # the one role that compiles with XLA (distributed.ReverbLearner)
+    cli.absorb_xla_start_lines()
   if role == "server":
     return distributed.run_server(FLAGS.root_dir, FLAGS.port)
   if role == "learner":
@@ -241,12 +243,12 @@ def _status(folder, roles: list[_Role], seconds: float) -> str:
 
 def main(argv) -> None:
   del argv
-  cli.exit_process(cli.main_with_errors(_launch, "pipelines-launch"))
+  cli.exit_process(cli.command(_launch, "pipelines-launch"))
 
 
 def run() -> None:
   """Console-script entry point (`pipelines-launch`)."""
-  app.run(main)
+  cli.run(main, sys.modules[__name__])
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from pipelines import cli
 from pipelines import run_folder as rf
@@ -440,13 +440,13 @@ def _report(paths: Sequence[str]) -> int:
 
 
 def main(argv) -> None:
-  sys.exit(cli.main_with_errors(lambda: _report(argv[1:]), "pipelines-report"))
+  sys.exit(cli.command(lambda: _report(argv[1:]), "pipelines-report"))
 
 
 def run() -> None:
   """Console-script entry point (`pipelines-report`)."""
   define_flags()
-  app.run(main)
+  cli.run(main, sys.modules[__name__])
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Run a grid of gin bindings x seeds, one training run per point, a few at a time.
+r"""Run a grid of gin bindings x seeds, one training run per point, a few at a time.
 
     pipelines-sweep --gin_file=gin/dqn_cartpole.gin \
         --sweep='tf.keras.optimizers.Adam.learning_rate=[1e-3, 3e-4]' \
@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import gin
-from absl import app, flags
+from absl import flags
 
 from pipelines import child_runs, cli, tracking
 from pipelines import run_folder as rf
@@ -307,8 +307,8 @@ def _sweep() -> int:
 
 def main(argv) -> None:
   if len(argv) > 1:
-    sys.exit(cli.main_with_errors(lambda: _raise(f"unexpected argument {argv[1]!r}"), "pipelines-sweep"))
-  sys.exit(cli.main_with_errors(_sweep, "pipelines-sweep"))
+    sys.exit(cli.command(lambda: _raise(f"unexpected argument {argv[1]!r}"), "pipelines-sweep"))
+  sys.exit(cli.command(_sweep, "pipelines-sweep"))
 
 
 def _raise(message: str):
@@ -318,7 +318,7 @@ def _raise(message: str):
 def run() -> None:
   """Console-script entry point (`pipelines-sweep`)."""
   define_flags()
-  app.run(main)
+  cli.run(main, sys.modules[__name__])
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Train an agent from gin files: the one entry point of every experiment.
+r"""Train an agent from gin files: the one entry point of every experiment.
 
     pipelines-train --gin_file=gin/dqn_cartpole.gin --root_dir=runs/dqn_cartpole
     python -m pipelines.train --gin_file=gin/dqn_cartpole.gin \
@@ -11,8 +11,9 @@ gin to read and where the run folder is. Re-running the same command resumes the
 from __future__ import annotations
 
 import json
+import sys
 
-from absl import app, flags
+from absl import flags
 
 from pipelines import cli, tracking
 
@@ -51,6 +52,7 @@ def _train() -> int:
 
   cli.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
   devices.configure()  # before the run builds its first variable
+  cli.absorb_xla_start_lines()
   warm = {"init_from": FLAGS.init_from, "init_replay": FLAGS.init_replay}
   if FLAGS.wandb_project:
     config = {"gin_files": FLAGS.gin_file, "gin_bindings": FLAGS.gin_bindings, "root_dir": FLAGS.root_dir}
@@ -65,12 +67,12 @@ def _train() -> int:
 
 def main(argv) -> None:
   del argv
-  cli.exit_process(cli.main_with_errors(_train, "pipelines-train"))
+  cli.exit_process(cli.command(_train, "pipelines-train"))
 
 
 def run() -> None:
   """Console-script entry point (`pipelines-train`)."""
-  app.run(main)
+  cli.run(main, sys.modules[__name__])
 
 
 if __name__ == "__main__":

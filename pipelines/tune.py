@@ -1,4 +1,4 @@
-"""Search gin parameters with Optuna; write the best trial as a ready-to-train gin file.
+r"""Search gin parameters with Optuna; write the best trial as a ready-to-train gin file.
 
     pipelines-tune --gin_file=gin/dqn_cartpole.gin --space=tune/dqn_cartpole.yaml \
         --trials=40 --parallel=2 --root_dir=runs/tune_dqn_cartpole
@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import gin
-from absl import app, flags
+from absl import flags
 
 from pipelines import child_runs, cli
 from pipelines import run_folder as rf
@@ -428,13 +428,13 @@ def _all_trials(root: Path) -> list:
 
 def main(argv) -> None:
   del argv
-  sys.exit(cli.main_with_errors(_tune, "pipelines-tune"))
+  sys.exit(cli.command(_tune, "pipelines-tune"))
 
 
 def run() -> None:
   """Console-script entry point (`pipelines-tune`)."""
   define_flags()
-  app.run(main)
+  cli.run(main, sys.modules[__name__])
 
 
 if __name__ == "__main__":

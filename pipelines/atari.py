@@ -300,4 +300,34 @@ def atari_vector_env(
     reward_clipping=False,  # clipped after the score is counted, by _AtariEpisodes
     use_fire_reset=fire_on_reset,
   )
-  return _AtariEpisodes(env, clip_rewards=clip_rewards, zero_stack_on_life_loss=zero_stack_on_life_loss)
+  episodes = _AtariEpisodes(env, clip_rewards=clip_rewards, zero_stack_on_life_loss=zero_stack_on_life_loss)
+  # What `renderable_copy` needs to rebuild one copy with the same protocol on the wrapper path.
+  episodes.protocol = dict(
+    game=game,
+    episodic_life=episodic_life,
+    zero_stack_on_life_loss=zero_stack_on_life_loss,
+    clip_rewards=clip_rewards,
+    sticky_action_probability=sticky_action_probability,
+    max_episode_frames=max_episode_frames,
+    noop_max=noop_max,
+    fire_on_reset=fire_on_reset,
+  )
+  return episodes
+
+
+def renderable_copy(vector_env: gym.vector.VectorEnv) -> gym.Env:
+  """One `atari_env` game with the protocol of an `atari_vector_env`, for `pipelines-evaluate --video`.
+
+  ale-py's `AtariVectorEnv` keeps its emulators in C++ and exposes no `render()` nor their
+  screens, so a video of a fast-path run is played on the wrapper path instead, with every
+  protocol argument the run's gin gave the vector env (sticky actions, no-op starts, life-loss
+  terminals and zeroed stacks, reward clipping, FIRE, frame cap; frame skip 4 with a max
+  over the last two frames and 84x84 grey 4-stacks on both paths). The observations the
+  policy sees are pixel-equal for the same actions (tests/test_atari_protocols.py); the only
+  differences are the two paths' documented ones: the no-op start draws (1 to noop_max here,
+  0 to noop_max - 1 in ale-py) and where the frame cap starts counting.
+  """
+  protocol = getattr(vector_env, "protocol", None)
+  if protocol is None:
+    raise TypeError(f"{type(vector_env).__name__} was not built by atari_vector_env")
+  return atari_env(**protocol)

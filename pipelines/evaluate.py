@@ -10,7 +10,11 @@ one JSON line: mean, std, min and max return over the episodes, and their count.
 `--video` the episodes are played one by one on a single copy and recorded (MP4 or GIF,
 the return drawn on each frame; see `pipelines/video.py`). `--step` picks the policy: the
 latest export (`policy/`), the one of the best evaluation, or the one saved at N env steps
-(`policies/<N>/`, loaded into the latest export's graph).
+(`policies/<N>/`, loaded into the latest export's graph). `--gin_bindings` (repeatable)
+are applied after the run's operative config, e.g. to cap evaluation games:
+
+    pipelines-evaluate --root_dir=runs/breakout --video=breakout.mp4 --num_episodes=1 \
+      --gin_bindings="eval/atari_env.max_episode_frames = 18_000"
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ flags.DEFINE_string(
   "step", "latest", "Which saved policy: latest (the last export), best (best evaluation) or N env steps."
 )
 flags.DEFINE_float("video_fps", None, "Frames per second of the video (default: the environment's).")
+flags.DEFINE_multi_string(
+  "gin_bindings", [], "Gin bindings applied after the run's operative config, e.g. an evaluation setting."
+)
 flags.mark_flag_as_required("root_dir")
 FLAGS = flags.FLAGS
 
@@ -57,12 +64,15 @@ def _evaluate() -> int:
 
   from pipelines import checkpoints, configurables, devices, evaluation  # noqa: F401
 
-  cli.parse_gin([str(config)], [])
+  cli.parse_gin([str(config)], FLAGS.gin_bindings)
   devices.configure()  # before the environment's and the policy's first op
   with gin.config_scope("eval"):
     # A video shows one episode at a time: one copy, whatever the run evaluated with.
-    copies = {"num_envs": 1} if FLAGS.video else {}
+    # In this process: its frames are read from the game the policy plays.
+    copies = {"num_envs": 1, "parallel": False} if FLAGS.video else {}
     py_env = configurables.environments.make_environment(seed=FLAGS.seed, **copies)
+  if FLAGS.video:
+    py_env = video.playable(py_env, seed=FLAGS.seed)  # ale-py's vector env cannot render
   env = tf_py_environment.TFPyEnvironment(py_env)
   if FLAGS.policy == "random":
     policy = evaluation.random_policy(env)
@@ -111,7 +121,7 @@ def _record_video(py_env, env, policy, epsilon: float) -> dict:
 
   path = Path(FLAGS.video).expanduser().absolute()
   recording = video.record(py_env, env, policy, FLAGS.num_episodes, epsilon, seed=FLAGS.seed)
-  fps = FLAGS.video_fps or py_env.gym.metadata.get("render_fps") or 30
+  fps = FLAGS.video_fps or video.fps(py_env)
   video.write(path, recording.frames, fps)
   result = evaluation.EvalResult(recording.returns, recording.lengths, seconds=0.0)
   height, width = recording.frames[0].shape[:2]

@@ -6,6 +6,17 @@
 Frames come from the environment's own `rgb_array` rendering (`gymnasium_env.render_mode`),
 one after each reset and one after each step, so an episode of length L gives L + 1
 frames. The episode number and its return so far are drawn on every frame.
+
+Atari runs: the frames are the game's RGB screen (210x160x3), not the 84x84 grey stacks the
+agent sees, one per agent step (the last of its 4 emulator frames, the one ALE's
+`render()` returns), played at 15 frames per second, i.e. in real time (60 Hz / 4). On
+the wrapper path (`atari_env`) the screen is read from the very game the policy plays
+(`ale.getScreenRGB()`, what `render()` returns in `rgb_array` mode; runs build their games
+with no render mode). ale-py's vector env (`atari_vector_env`) exposes neither `render()`
+nor its emulators' screens, so for a video the episode is played on one wrapper-path game
+built with the vector env's own protocol arguments (`atari.renderable_copy`: sticky actions,
+no-op starts, life-loss terminals, reward clipping, frame skip and max-pooling as the run's
+gin bound them); the policy plays that copy, so the video shows the episode it scores.
 """
 
 from __future__ import annotations
@@ -41,11 +52,52 @@ def check_output(path: Path) -> None:
     raise PipelineError(f"--video {path}: cannot write to {parent} (not a writable folder)")
 
 
+ATARI_FPS = 60 / 4  # one frame per agent step (frame skip 4) of a 60 Hz game: real time
+
+
+def playable(py_env, seed: int):
+  """`py_env` itself if its frames can be recorded, else a copy that can (ale-py's vector env).
+
+  The copy is one game on the wrapper path with the same protocol; `py_env` is then closed.
+  """
+  vector_env = getattr(py_env, "gym", None)
+  if getattr(vector_env, "protocol", None) is None:  # not built by atari.atari_vector_env
+    return py_env
+  import gymnasium as gym
+
+  from pipelines import atari, environments
+
+  copy = gym.vector.SyncVectorEnv(
+    [lambda: atari.renderable_copy(vector_env)], autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP
+  )
+  py_env.close()
+  return environments.VectorEnvironment(copy, seed=seed, name=py_env.name)
+
+
+def _atari_game(py_env):
+  """The ALE interface of a one-copy wrapper-path Atari environment, else None."""
+  copies = getattr(getattr(py_env, "gym", None), "envs", None)  # SyncVectorEnv's games
+  return getattr(copies[0].unwrapped, "ale", None) if copies else None
+
+
+def fps(py_env) -> float:
+  """The environment's own frame rate for its `render()` frames, or real time for Atari."""
+  if _atari_game(py_env) is not None:
+    return ATARI_FPS
+  return getattr(py_env, "gym", py_env).metadata.get("render_fps") or 30
+
+
 def _frame(env) -> np.ndarray:
+  ale = _atari_game(env)
+  if ale is not None:
+    return ale.getScreenRGB()
   frame = env.render()
-  if frame is None:
-    raise PipelineError("the environment renders nothing: bind gymnasium_env.render_mode = 'rgb_array'")
-  frame = np.asarray(frame)
+  frame = None if frame is None else np.asarray(frame)
+  if frame is None or frame.dtype == object or frame.ndim < 3:  # a copy with no render mode: None
+    raise PipelineError(
+      f"{getattr(env, 'name', type(env).__name__)} renders no frames: its render_mode must be"
+      " 'rgb_array' (e.g. --gin_bindings=\"gymnasium_env.render_mode = 'rgb_array'\" for a gymnasium_env run)"
+    )
   return frame[0] if frame.ndim == 4 else frame  # a vector environment stacks its copies
 
 

@@ -91,12 +91,18 @@ def _frame(env) -> np.ndarray:
   ale = _atari_game(env)
   if ale is not None:
     return ale.getScreenRGB()
-  frame = env.render()
+  import gymnasium as gym
+
+  name = getattr(env, "name", type(env).__name__)
+  try:
+    frame = env.render()
+  except (gym.error.Error, NotImplementedError) as e:  # e.g. an env made with render_mode=None
+    raise PipelineError(f"{name} cannot render rgb_array frames: {e}") from None
   frame = None if frame is None else np.asarray(frame)
   if frame is None or frame.dtype == object or frame.ndim < 3:  # a copy with no render mode: None
     raise PipelineError(
-      f"{getattr(env, 'name', type(env).__name__)} renders no frames: its render_mode must be"
-      " 'rgb_array' (e.g. --gin_bindings=\"gymnasium_env.render_mode = 'rgb_array'\" for a gymnasium_env run)"
+      f"{name} renders no frames: its render_mode must be 'rgb_array'"
+      " (e.g. --gin_bindings=\"gymnasium_env.render_mode = 'rgb_array'\" for a gymnasium_env run)"
     )
   return frame[0] if frame.ndim == 4 else frame  # a vector environment stacks its copies
 

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import json
 
+import gymnasium as gym
 import imageio.v2 as imageio
 import pytest
+
+from pipelines import environments, video
+from pipelines.errors import PipelineError
 
 from conftest import run_module, train_here
 
@@ -85,3 +89,24 @@ def test_gin_bindings_change_the_evaluation(breakout_runs, tmp_path):
     "--gin_bindings=eval/eval/atari_env.max_episode_frames = 200",
   )
   assert (200 - 30) // 4 <= summary["lengths"][0] <= 200 // 4
+
+
+class _NoRender(gym.Wrapper):
+  def render(self):
+    raise gym.error.Error("Invalid render mode `None`")
+
+
+@pytest.mark.parametrize("wrap", [lambda env: env, _NoRender])
+def test_an_env_that_renders_nothing_is_one_error_naming_it(wrap):
+  """No frames (CartPole made with render_mode=None returns None; ALE raises): a PipelineError
+  that names the environment, not a traceback."""
+  env = environments.VectorEnvironment(
+    gym.vector.SyncVectorEnv(
+      [lambda: wrap(gym.make("CartPole-v1", render_mode=None))],
+      autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
+    ),
+    name="CartPole-v1",  # as make_environment names it
+  )
+  env.reset()
+  with pytest.raises(PipelineError, match="^CartPole-v1 .*render"):
+    video._frame(env)

@@ -13,8 +13,12 @@ latest export (`policy/`), the one of the best evaluation, or the one saved at N
 (`policies/<N>/`, loaded into the latest export's graph). `--gin_bindings` (repeatable)
 are applied after the run's operative config, e.g. to cap evaluation games:
 
-    pipelines-evaluate --root_dir=runs/breakout --video=breakout.mp4 --num_episodes=1 \
-      --gin_bindings="eval/atari_env.max_episode_frames = 18_000"
+    pipelines-evaluate --root_dir=runs/breakout --video=breakout.mp4 --num_episodes=1
+      --gin_bindings="eval/eval/atari_env.max_episode_frames = 18_000"
+
+Bind a parameter under the scope `operative_config.gin` records it with: gin lets the most
+specific scope win, so there `eval/atari_env.x` would lose to the file's `eval/eval/atari_env.x`
+(`make_environment` re-enters its scope around `env_fn`).
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ flags.DEFINE_string(
 )
 flags.DEFINE_float("video_fps", None, "Frames per second of the video (default: the environment's).")
 flags.DEFINE_multi_string(
-  "gin_bindings", [], "Gin bindings applied after the run's operative config, e.g. an evaluation setting."
+  "gin_bindings",
+  [],
+  "Gin bindings applied after the run's operative config, scoped as operative_config.gin names them.",
 )
 flags.mark_flag_as_required("root_dir")
 FLAGS = flags.FLAGS

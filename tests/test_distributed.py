@@ -220,8 +220,11 @@ STOP_AT_LEARNED = f"--gin_bindings=run_experiment.target_return = {LEARNED}"
 
 def test_dqn_with_two_actors_learns_cartpole(tmp_path):
   root = tmp_path / "run"
+  # Exports every 1k env steps: a learner that reaches 195 early (seen at ~49 s) would
+  # otherwise stop before the gin's first export, leaving the evaluator nothing to follow.
+  often = "--gin_bindings=run_experiment.policy_export_interval = 1_000"
   result = run_launch(
-    f"--gin_file={DQN}", STOP_AT_LEARNED, f"--root_dir={root}", "--num_actors=2", timeout=1_500
+    f"--gin_file={DQN}", STOP_AT_LEARNED, often, f"--root_dir={root}", "--num_actors=2", timeout=1_500
   )
   assert result.returncode == 0, result.stderr[-3000:]
   records = rf.RunFolder(root).read_metrics()

@@ -119,16 +119,21 @@ def test_a_step_never_saved_is_one_line_listing_the_saved_ones(run):
   ]
 
 
-def test_a_resume_from_an_earlier_checkpoint_keeps_no_policy_of_the_discarded_future(run, tmp_path):
-  run, exported = run
+def _rewound_copy(run, exported, tmp_path):
+  """A copy of the run whose newest checkpoint is gone, as after a kill before it was complete:
+  it resumes from the second export. Returns (folder, last env steps, resume env steps)."""
   root = tmp_path / "run"
   shutil.copytree(run, root)
   last = rf.RunFolder(root).read_metrics()[-1]["env_steps"]
   middle = sorted(set(exported))[1]
-  # The run now resumes from ckpt-<middle>, as after a kill before ckpt-<last> was complete.
   for path in (root / rf.CHECKPOINTS).glob(f"ckpt-{last}.*"):
     path.unlink()
   (root / rf.CHECKPOINTS / "checkpoint").unlink()
+  return root, last, middle
+
+
+def test_a_resume_from_an_earlier_checkpoint_keeps_no_policy_of_the_discarded_future(run, tmp_path):
+  root, last, middle = _rewound_copy(*run, tmp_path)
   # A policy and a best evaluation from the future that is about to be thrown away.
   (root / rf.POLICIES / "450").mkdir(exist_ok=True)
   (root / rf.POLICIES / str(last) / "future").write_text("")
@@ -159,14 +164,7 @@ class _Stopped(Exception):
 def test_a_resume_that_discards_policies_exports_the_restored_weights_as_latest(run, tmp_path, monkeypatch):
   from pipelines import learning
 
-  run, exported = run
-  root = tmp_path / "run"
-  shutil.copytree(run, root)
-  last = rf.RunFolder(root).read_metrics()[-1]["env_steps"]
-  middle = sorted(set(exported))[1]
-  for path in (root / rf.CHECKPOINTS).glob(f"ckpt-{last}.*"):
-    path.unlink()
-  (root / rf.CHECKPOINTS / "checkpoint").unlink()
+  root, _, middle = _rewound_copy(*run, tmp_path)
 
   def stop(self):  # right after the restore, before any training
     raise _Stopped

@@ -44,7 +44,8 @@ def quiet_libraries() -> None:
 
   tf-agents imports the old `gym` (a transitive dependency we never use), whose import
   prints an 'unmaintained' notice unless this runs first; gin logs an error for every
-  search-path miss. With `--verbose` the libraries keep their own log levels.
+  search-path miss; ALE prints a banner for every game. With `--verbose` the libraries keep
+  their own log levels.
   """
   logging.getLogger().addFilter(lambda record: not record.getMessage().startswith("Path not found"))
   if verbose():
@@ -65,6 +66,12 @@ def quiet_libraries() -> None:
 
   warnings.filterwarnings("ignore", category=UserWarning, module="tensorflow")
   warnings.filterwarnings("ignore", category=SyntaxWarning)
+  try:  # each ALE game prints a version banner ("A.L.E: ...", "[Powered by Stella]") when made
+    import ale_py
+
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
+  except ImportError:
+    pass
 
 
 def absorb_xla_start_lines() -> None:

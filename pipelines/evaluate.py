@@ -126,18 +126,17 @@ def _record_video(py_env, env, policy, epsilon: float) -> dict:
   from pipelines import evaluation
 
   path = Path(FLAGS.video).expanduser().absolute()
-  recording = video.record(py_env, env, policy, FLAGS.num_episodes, epsilon, seed=FLAGS.seed)
   fps = FLAGS.video_fps or video.fps(py_env)
-  video.write(path, recording.frames, fps)
+  with video.Writer(path, fps) as sink:
+    recording = video.record(py_env, env, policy, sink, FLAGS.num_episodes, epsilon, seed=FLAGS.seed)
   result = evaluation.EvalResult(recording.returns, recording.lengths, seconds=0.0)
-  height, width = recording.frames[0].shape[:2]
   return {
     **result.summary(),
     "returns": recording.returns,
     "lengths": recording.lengths,
     "video": str(path),
-    "frames": len(recording.frames),
-    "size": [width, height],
+    "frames": recording.frames,
+    "size": list(recording.size),
     "fps": fps,
   }
 

@@ -33,7 +33,17 @@ import tensorflow as tf
 from tf_agents.agents import tf_agent
 from tf_agents.environments import py_environment, tf_environment, tf_py_environment
 
-from pipelines import checkpoints, collection, environments, evaluation, learning, plots, progress, warm_start
+from pipelines import (
+  checkpoints,
+  collection,
+  environments,
+  evaluation,
+  learning,
+  plots,
+  progress,
+  video,
+  warm_start,
+)
 from pipelines import run_folder as rf
 from pipelines.agents import ActionSpaceError
 from pipelines.errors import PipelineError, WriteError
@@ -225,6 +235,7 @@ def run_experiment(
       for writer in (loop.train_writer, loop.eval_writer):
         with contextlib.suppress(Exception):
           writer.flush()
+      loop.videos.close()
     folder.unlock()
     parts.close()
 
@@ -302,6 +313,9 @@ class _Loop:
     )
     self.policy_exporter = checkpoints.PolicyExporter(
       agent.policy, train_step, folder.path(rf.POLICY), folder.path(rf.POLICIES)
+    )
+    self.videos = video.EvalVideos(
+      folder.path(rf.VIDEOS), epsilon=getattr(parts.evaluator, "epsilon", 0.0), seed=parts.seed + 20_000
     )
     self.train_writer = tf.summary.create_file_writer(str(folder.path(rf.TRAIN_SUMMARIES)))
     self.eval_writer = tf.summary.create_file_writer(str(folder.path(rf.EVAL_SUMMARIES)))
@@ -487,7 +501,17 @@ class _Loop:
     # Now, not at the next export: `best` is the policy that was evaluated.
     with self._writing("best policy", self.folder.path(rf.POLICIES)):
       self.policy_exporter.offer_best(self.env_steps, record["average_return"])
+    self._video()
     return record
+
+  def _video(self, final: bool = False) -> None:
+    if not self.videos.due(self.env_steps, final):
+      return
+    path = self.videos.path(self.env_steps)
+    with self._writing("evaluation video", path):
+      recording = self.videos.record(self.env_steps, self.agent.policy)
+    shown = ", ".join(f"{r:g}" for r in recording.returns)
+    print(f"video: {path} ({recording.frames} frames, return {shown})", file=sys.stderr)
 
   def _save(self) -> None:
     # Not twice at one point (the final save right after a periodic one, a resumed finished
@@ -508,6 +532,7 @@ class _Loop:
   def _finish(self) -> dict:
     if self.last_eval is None or self.last_eval["env_steps"] != self.env_steps:
       self._evaluate()
+    self._video(final=True)
     self._save()
     self._export()
     x_key = "frames" if self.frames_per_env_step else "env_steps"

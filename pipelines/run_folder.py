@@ -40,6 +40,7 @@ POLICY = "policy"
 # loaded into policy/'s SavedModel), and best.json naming the step of the best evaluation.
 POLICIES = "policies"
 BEST_POLICY = "best.json"
+VIDEOS = "videos"  # videos/<env_steps>.mp4 of evaluations during training (`video.EvalVideos`)
 TRAIN_SUMMARIES = "train"
 EVAL_SUMMARIES = "eval"
 LEARNING_CURVE = "learning_curve.png"
@@ -92,6 +93,7 @@ CONTINUABLE = (
   "run_experiment.log_interval",
   "run_experiment.progress_interval",
   "Evaluator.*",
+  "EvalVideos.*",
   "eval/*",
 )
 

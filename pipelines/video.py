@@ -25,6 +25,7 @@ import dataclasses
 import os
 from pathlib import Path
 
+import gin
 import numpy as np
 
 from pipelines.errors import PipelineError
@@ -36,9 +37,10 @@ os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
 @dataclasses.dataclass
 class Recording:
-  frames: list[np.ndarray]
   returns: list[float]
   lengths: list[int]
+  frames: int  # written, one after each reset and one after each step
+  size: tuple[int, int]  # width, height of a frame
 
 
 def check_output(path: Path) -> None:
@@ -120,17 +122,20 @@ def annotate(frame: np.ndarray, text: str) -> np.ndarray:
   return frame
 
 
-def record(py_env, tf_env, policy, num_episodes: int, epsilon: float = 0.0, seed: int = 0) -> Recording:
-  """Plays whole episodes one at a time; `epsilon` as in the run's own evaluation."""
+def record(py_env, tf_env, policy, sink: Writer, num_episodes: int, epsilon: float = 0.0, seed: int = 0):
+  """Plays whole episodes one at a time into `sink`; `epsilon` as in the run's own evaluation.
+
+  Frames go to the file as they come: a long Atari game is thousands of RGB screens.
+  """
   from tf_agents.policies import random_tf_policy
 
   rng = np.random.default_rng(seed)
   explore = random_tf_policy.RandomTFPolicy(tf_env.time_step_spec(), tf_env.action_spec())
-  frames, returns, lengths = [], [], []
+  returns, lengths = [], []
   time_step, state = tf_env.reset(), policy.get_initial_state(1)
   episode_return, length = 0.0, 0
   label = lambda: f"episode {len(returns) + 1}/{num_episodes}  return {episode_return:g}"
-  frames.append(annotate(_frame(py_env), label()))
+  sink.append(annotate(_frame(py_env), label()))
   while len(returns) < num_episodes:
     step = policy.action(time_step, state)
     action, state = step.action, step.state
@@ -139,15 +144,15 @@ def record(py_env, tf_env, policy, num_episodes: int, epsilon: float = 0.0, seed
     time_step = tf_env.step(action)
     episode_return += float(time_step.reward.numpy()[0])
     length += 1
-    frames.append(annotate(_frame(py_env), label()))
+    sink.append(annotate(_frame(py_env), label()))
     if bool(time_step.is_last().numpy()[0]):
       returns.append(episode_return)
       lengths.append(length)
       if len(returns) < num_episodes:
         time_step, state = tf_env.reset(), policy.get_initial_state(1)
         episode_return, length = 0.0, 0
-        frames.append(annotate(_frame(py_env), label()))
-  return Recording(frames, returns, lengths)
+        sink.append(annotate(_frame(py_env), label()))
+  return Recording(returns, lengths, sink.frames, sink.size)
 
 
 def _even(frame: np.ndarray) -> np.ndarray:
@@ -156,15 +161,112 @@ def _even(frame: np.ndarray) -> np.ndarray:
   return np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)))
 
 
-def write(path: Path, frames: list[np.ndarray], fps: float) -> None:
-  """Writes MP4 (H.264 through imageio-ffmpeg) or GIF; readers never see half a file."""
-  import imageio.v2 as imageio
+class Writer:
+  """An MP4 (H.264 through imageio-ffmpeg) or GIF written frame by frame; readers never see
+  half a file: it is written under a hidden name and renamed when complete."""
 
-  partial = path.with_name(f".{path.stem}.partial{path.suffix}")
-  if path.suffix.lower() == ".gif":
-    imageio.mimsave(partial, frames, duration=1000.0 / fps, loop=0)  # duration: ms per frame
-  else:
-    with imageio.get_writer(partial, fps=fps, codec="libx264", macro_block_size=1, quality=7) as writer:
-      for frame in frames:
-        writer.append_data(_even(frame))
-  os.replace(partial, path)
+  def __init__(self, path: Path, fps: float):
+    self.path, self.fps = path, fps
+    self.partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+    self.frames = 0
+    self.size: tuple[int, int] = (0, 0)
+
+  def __enter__(self) -> Writer:
+    import imageio.v2 as imageio
+
+    if self.path.suffix.lower() == ".gif":  # duration: ms per frame
+      self._writer = imageio.get_writer(self.partial, mode="I", duration=1000.0 / self.fps, loop=0)
+      self._prepare = lambda frame: frame
+    else:
+      self._writer = imageio.get_writer(
+        self.partial, fps=self.fps, codec="libx264", macro_block_size=1, quality=7
+      )
+      self._prepare = _even
+    return self
+
+  def append(self, frame: np.ndarray) -> None:
+    self._writer.append_data(self._prepare(frame))
+    self.frames += 1
+    self.size = (frame.shape[1], frame.shape[0])
+
+  def __exit__(self, error_type, error, traceback) -> None:
+    try:
+      self._writer.close()
+    finally:
+      if error_type is None:
+        os.replace(self.partial, self.path)
+      else:
+        self.partial.unlink(missing_ok=True)
+
+
+@gin.configurable(denylist=["folder", "epsilon", "seed"])
+class EvalVideos:
+  """Videos of the evaluated policy during training, off by default:
+
+      pipelines-train --gin_file=gin/dqn_breakout_dopamine.gin --root_dir=runs/breakout \\
+        --gin_bindings="EvalVideos.interval = 1_000_000"
+
+  writes `<run>/videos/<env_steps>.mp4` at the first evaluation of the run, at the first
+  evaluation at or after each further multiple of `interval` env steps, and at the final
+  evaluation: `num_episodes` episodes of the policy just evaluated (with the evaluator's
+  epsilon), played on one more copy of the evaluation environment, built on first use the
+  way `pipelines-evaluate --video` builds it (the game's RGB screen on Atari). These are
+  evaluation settings: changing them on an existing run continues it.
+
+  interval: env steps between videos; 0: no videos. suffix: ".mp4" or ".gif".
+  """
+
+  def __init__(
+    self,
+    folder: Path,
+    epsilon: float,
+    seed: int,
+    interval: int = 0,
+    num_episodes: int = 1,
+    suffix: str = ".mp4",
+  ):
+    if interval < 0 or num_episodes < 1 or suffix not in FORMATS:
+      raise PipelineError(
+        f"EvalVideos: interval must be >= 0, num_episodes >= 1 and suffix one of {FORMATS}"
+        f" (got {interval}, {num_episodes}, {suffix!r})"
+      )
+    self.folder, self.epsilon, self.seed = folder, epsilon, seed
+    self.interval, self.num_episodes, self.suffix = interval, num_episodes, suffix
+    self._py_env = self._tf_env = None
+
+  def _recorded(self) -> list[int]:
+    if not self.folder.is_dir():
+      return []
+    return sorted(int(p.stem) for p in self.folder.glob(f"*{self.suffix}") if p.stem.isdigit())
+
+  def due(self, env_steps: int, final: bool = False) -> bool:
+    if not self.interval:
+      return False
+    recorded = self._recorded()
+    if env_steps in recorded:  # e.g. a resumed run's final evaluation
+      return False
+    last = recorded[-1] if recorded else -1
+    return final or env_steps // self.interval > last // self.interval
+
+  def path(self, env_steps: int) -> Path:
+    return self.folder / f"{env_steps}{self.suffix}"
+
+  def record(self, env_steps: int, policy) -> Recording:
+    if self._tf_env is None:
+      from tf_agents.environments import tf_py_environment
+
+      from pipelines import environments
+
+      with gin.config_scope("eval"):  # where the run's evaluation copies are configured
+        py_env = environments.make_environment(seed=self.seed, num_envs=1, parallel=False)
+      self._py_env = playable(py_env, seed=self.seed)
+      self._tf_env = tf_py_environment.TFPyEnvironment(self._py_env)
+    self.folder.mkdir(exist_ok=True)
+    with Writer(self.path(env_steps), fps(self._py_env)) as sink:
+      return record(
+        self._py_env, self._tf_env, policy, sink, self.num_episodes, self.epsilon, seed=self.seed + env_steps
+      )
+
+  def close(self) -> None:
+    if self._py_env is not None:
+      self._py_env.close()

@@ -1,14 +1,19 @@
-"""pipelines-evaluate --video on Atari runs: the game's RGB screen, from either Atari path.
+"""Atari videos: the game's RGB screen, from either Atari path, after and during training.
 
 pytest tests/test_atari_video.py
 
 Two toy Breakout runs, each trained once: the Nature gin on the wrapper path (`atari_env`)
-and the Dopamine gin on ale-py's vector env (`atari_vector_env`, which cannot render).
+and the Dopamine gin on ale-py's vector env (`atari_vector_env`, which cannot render), the
+latter with videos at evaluation time (`EvalVideos`).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 
 import gymnasium as gym
 import imageio.v2 as imageio
@@ -17,7 +22,7 @@ import pytest
 from pipelines import environments, video
 from pipelines.errors import PipelineError
 
-from conftest import run_module, train_here
+from conftest import REPO, run_module, train_here
 
 ALE_SCREEN = (210, 160)  # height, width of ALE's RGB screen (not the 84x84 grey observation)
 EVAL_CAP = 1_000  # frames per evaluation game: 250 agent steps at most
@@ -35,7 +40,10 @@ TOY = [
 ]
 RUNS = {
   "wrapper": ("gin/dqn_breakout_nature.gin", []),
-  "vector": ("gin/dqn_breakout_dopamine.gin", ["make_environment.vector_env_fn = @atari_vector_env"]),
+  "vector": (
+    "gin/dqn_breakout_dopamine.gin",
+    ["make_environment.vector_env_fn = @atari_vector_env", "EvalVideos.interval = 100"],
+  ),
 }
 
 
@@ -50,10 +58,19 @@ def breakout_runs(tmp_path_factory) -> dict:
       root = tmp_path_factory.mktemp(path) / "run"
       result = train_here(root, gin_file, TOY + bindings, toy=False)
       assert result.returncode == 0, result.stderr[-3000:]
+      (root.parent / "stderr.txt").write_text(result.stderr)
       roots[path] = root
     return roots[path]
 
   return get
+
+
+def _check_screen(reader, frames: int) -> None:
+  assert reader.count_frames() == frames
+  assert reader.get_meta_data()["size"] == ALE_SCREEN[::-1]  # width x height
+  assert reader.get_meta_data()["fps"] == 15  # one frame per agent step of a 60 Hz game
+  frame = reader.get_data(min(20, frames - 1))
+  assert frame.shape == (*ALE_SCREEN, 3) and (frame.std(axis=(0, 1)) > 0).any()  # coloured, not blank
 
 
 def _video(root, path, *flags) -> dict:
@@ -62,12 +79,8 @@ def _video(root, path, *flags) -> dict:
   )
   assert result.returncode == 0, result.stderr[-3000:]
   summary = json.loads(result.stdout.strip().splitlines()[-1])
-  reader = imageio.get_reader(path)
-  assert reader.count_frames() == summary["lengths"][0] + 1 == summary["frames"]  # reset frame + one a step
-  assert reader.get_meta_data()["size"] == ALE_SCREEN[::-1]  # width x height
-  assert reader.get_meta_data()["fps"] == 15  # one frame per agent step of a 60 Hz game
-  frame = reader.get_data(len(summary["returns"]) * 20)
-  assert frame.shape == (*ALE_SCREEN, 3) and (frame.std(axis=(0, 1)) > 0).any()  # coloured, not blank
+  assert summary["lengths"][0] + 1 == summary["frames"]  # reset frame + one a step
+  _check_screen(imageio.get_reader(path), summary["frames"])
   return summary
 
 
@@ -89,6 +102,33 @@ def test_gin_bindings_change_the_evaluation(breakout_runs, tmp_path):
     "--gin_bindings=eval/eval/atari_env.max_episode_frames = 200",
   )
   assert (200 - 30) // 4 <= summary["lengths"][0] <= 200 // 4
+
+
+def test_evaluation_videos_during_training(breakout_runs):
+  """`EvalVideos.interval = 100` on a 200-step run evaluated once (at its end): one video of
+  that evaluation's step, not two (the final evaluation is the same one)."""
+  root = breakout_runs("vector")
+  steps = json.loads((root / "metrics.jsonl").read_text().splitlines()[0])["env_steps"]
+  assert sorted(p.name for p in (root / "videos").iterdir()) == [f"{steps}.mp4"]
+  stderr = (root.parent / "stderr.txt").read_text()
+  (frames,) = re.findall(rf"^video: .*/videos/{steps}\.mp4 \((\d+) frames, return ", stderr, re.MULTILINE)
+  _check_screen(imageio.get_reader(root / "videos" / f"{steps}.mp4"), int(frames))
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_ale_prints_no_banner_once_libraries_are_quiet(quiet):
+  """Each ALE game prints "A.L.E: ..." and "[Powered by Stella]" from C++ unless told not to
+  (without `quiet_libraries` it does: the check below can see the banner)."""
+  code = (
+    ("from pipelines import cli; cli.quiet_libraries(); " if quiet else "")
+    + "import gymnasium as gym, ale_py; gym.register_envs(ale_py);"
+    + " gym.make('ALE/Breakout-v5').reset(seed=0); print('made')"
+  )
+  env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+  assert result.returncode == 0 and "made" in result.stdout, result.stderr[-2000:]
+  output = result.stdout + result.stderr
+  assert ("A.L.E" in output and "Stella" in output) == (not quiet), output
 
 
 class _NoRender(gym.Wrapper):

@@ -28,7 +28,7 @@ COMMAND_FLAGS = {
 # line of ours (e.g. a progress line for logs) needs its prefix here.
 OUR_STDERR_LINES = re.compile(
   r"(device: |warning: |pipelines-train: |Resuming |Saved |Restored |Stopped by signal |progress: "
-  r"|Continuing |Starting from |Removed the policies )"
+  r"|Continuing |Starting from |Removed the policies |video: )"
 )
 
 

@@ -47,7 +47,10 @@ def child_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
   what they use instead of the first one reserving the whole GPU; setdefault, so a user's own
   `TF_FORCE_GPU_ALLOW_GROWTH` wins.
   """
-  env = dict(os.environ if environ is None else environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+  env = dict(os.environ if environ is None else environ, PYTHONUNBUFFERED="1")
+  # Only FATAL lines (level 2 still let cuDNN/cuFFT/cuBLAS registration errors into every
+  # role's log); `cli` already set the parent's level, keeping a user's or --verbose's own.
+  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   env.setdefault(devices.ALLOW_GROWTH_ENV, "true")
   env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
   return env

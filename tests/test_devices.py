@@ -91,7 +91,9 @@ def test_growth_after_the_gpu_was_set_up_is_reported_off_not_raised(gpus, monkey
 def test_child_env_turns_on_gpu_memory_growth_unless_the_user_chose(monkeypatch):
   env = child_runs.child_env({"PATH": "/usr/bin"})
   assert env[devices.ALLOW_GROWTH_ENV] == "true"
-  assert env["PATH"] == "/usr/bin" and env["TF_CPP_MIN_LOG_LEVEL"] == "2"
+  # Only FATAL TensorFlow lines in a role's or run's log, unless the user (or --verbose) chose.
+  assert env["PATH"] == "/usr/bin" and env["TF_CPP_MIN_LOG_LEVEL"] == "3"
+  assert child_runs.child_env({"TF_CPP_MIN_LOG_LEVEL": "0"})["TF_CPP_MIN_LOG_LEVEL"] == "0"
   assert child_runs.child_env({devices.ALLOW_GROWTH_ENV: "false"})[devices.ALLOW_GROWTH_ENV] == "false"
   monkeypatch.delenv(devices.ALLOW_GROWTH_ENV, raising=False)
   assert child_runs.child_env()[devices.ALLOW_GROWTH_ENV] == "true"  # default: this process's env

@@ -15,7 +15,6 @@ from conftest import REPO, TOY_BINDINGS, cli_env, run_module
 
 LR = "tf.keras.optimizers.Adam.learning_rate=[1e-3, 3e-4]"
 FC = "q_network.fc_layer_params=[(64,), (128, 128)]"
-LR3 = "tf.keras.optimizers.Adam.learning_rate=[1e-3, 3e-4, 1e-4]"
 
 
 def test_expressions_parse_as_gin_literals():
@@ -101,41 +100,51 @@ def test_bad_input_is_one_line_and_launches_nothing(tmp_path):
     assert not root.exists()
 
 
-def _complete(root, name):
-  return child_runs.is_complete(root / name, num_env_steps=400, target_return=None)
+# Two runs at once, one short and one five times longer: the sweep is killed when the short
+# one finishes, while the long one is under way.
+BUDGETS = "run_experiment.num_env_steps=[200, 1000]"
+
+
+def _complete(root, run):
+  return child_runs.is_complete(
+    root / run.name, num_env_steps=int(run.bindings[0].split("=")[1]), target_return=None
+  )
 
 
 def test_sweep_killed_midway_resumes_without_rerunning_finished_runs(tmp_path):
   root = tmp_path / "sweep"
-  # Three runs, two at a time: killed when the first finishes, the others are under way.
-  command = _sweep_command(root, LR3, seeds=1, parallel=2)
-  names = [r.name for r in sweep.expand([sweep.parse_sweep(LR3)], seeds=1)]
+  command = _sweep_command(root, BUDGETS, seeds=1, parallel=2)
+  runs = sweep.expand([sweep.parse_sweep(BUDGETS)], seeds=1)
+  names = [r.name for r in runs]
   process = subprocess.Popen(command, cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
   try:
     deadline = time.time() + 400
-    while time.time() < deadline and not any(_complete(root, n) for n in names):
+    while time.time() < deadline and not (root / sweep.SWEEP_INFO).is_file():
       assert process.poll() is None, process.communicate()[1][-3000:]
-      time.sleep(0.5)
+      time.sleep(0.2)
     second = subprocess.run(command, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=300)
     assert second.returncode == 2 and "in use by another running process" in _last_line(second)
+    while time.time() < deadline and not any(_complete(root, r) for r in runs):
+      assert process.poll() is None, process.communicate()[1][-3000:]
+      time.sleep(0.2)
   finally:
     process.send_signal(signal.SIGKILL)
     process.wait()
-  finished = [n for n in names if _complete(root, n)]
+  finished = [r.name for r in runs if _complete(root, r)]
   assert finished and len(finished) < len(names), "kill the sweep midway"
   for name in names:  # the killed sweep's runs get SIGTERM (PDEATHSIG), checkpoint and exit
     assert child_runs.wait_until_unlocked(root / name, timeout=120), name
 
   result = subprocess.run(command, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert f"{len(finished)} of 3 runs already finished; skipping them" in result.stderr
-  for name in names:
-    assert _complete(root, name), name
-    folder = rf.RunFolder(root / name)
+  assert f"{len(finished)} of 2 runs already finished; skipping them" in result.stderr
+  for run in runs:
+    assert _complete(root, run), run.name
+    folder = rf.RunFolder(root / run.name)
     steps = [r["env_steps"] for r in folder.read_metrics()]
-    assert steps == sorted(set(steps)), name
+    assert steps == sorted(set(steps)), run.name
     launches = folder.path(rf.COMMAND).read_text().count("--gin_file")
-    assert launches == 1 if name in finished else launches >= 1, name
+    assert launches == 1 if run.name in finished else launches >= 1, run.name
   assert (root / sweep.SWEEP_INFO).is_file() and (root / child_runs.LOGS / f"{names[0]}.log").is_file()
   # Every run is a session of TensorBoard's HParams tab, those finished before the kill too.
   assert sorted(p.name for p in (root / tracking.HPARAMS).iterdir()) == sorted(names)

@@ -226,17 +226,16 @@ DQN_LEARNED = 150.0
 
 def test_dqn_with_two_actors_learns_cartpole(tmp_path):
   root = tmp_path / "run"
-  # Exports every 1k env steps: a learner that reaches its bar early (3k env steps seen) would
-  # otherwise stop before the gin's first export, leaving the evaluator nothing to follow.
-  often = "--gin_bindings=run_experiment.policy_export_interval = 1_000"
+  # No evaluator role (it would take a core of two from the actors and the learner); the
+  # supervisor test below checks that one follows the exports.
   stop = f"--gin_bindings=run_experiment.target_return = {DQN_LEARNED}"
-  result = run_launch(f"--gin_file={DQN}", stop, often, f"--root_dir={root}", "--num_actors=2", timeout=1_500)
+  result = run_launch(
+    f"--gin_file={DQN}", stop, f"--root_dir={root}", "--num_actors=2", "--noeval", timeout=1_500
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   records = rf.RunFolder(root).read_metrics()
   assert records[-1]["average_return"] >= DQN_LEARNED, records[-1]
   assert records[-1]["num_episodes"] == 10
-  exports = rf.RunFolder(root).read_metrics("eval_exports.jsonl")
-  assert exports and all("average_return" in e for e in exports)  # the evaluator followed the exports
 
 
 def test_ppo_with_two_actors_learns_cartpole(tmp_path):
@@ -256,7 +255,8 @@ def test_supervisor_restarts_a_killed_actor_and_stops_every_role_on_sigint(tmp_p
     # No early stop: a lucky learner reached the gin's 475 at 2k env steps once, ending the run
     # while the killed actor was being restarted.
     no_stop = "--gin_bindings=run_experiment.target_return = None"
-    command = [f"--gin_file={DQN}", no_stop, f"--root_dir={root}", "--num_actors=1"]
+    often = "--gin_bindings=run_experiment.policy_export_interval = 1_000"  # for the evaluator role
+    command = [f"--gin_file={DQN}", no_stop, often, f"--root_dir={root}", "--num_actors=1"]
     launch = start(command, tmp_path / "launch.log")
     roles_file = root / rf.LOGS / "roles.json"
     wait_for(lambda: train_steps(root) > 0, 600, "training")
@@ -268,6 +268,9 @@ def test_supervisor_restarts_a_killed_actor_and_stops_every_role_on_sigint(tmp_p
     actor_log = root / rf.LOGS / "actor_0.log"
     wait_for(lambda: actor_log.read_text().count("collecting with") >= 2, 300, "the new actor to collect")
     wait_for(lambda: train_steps(root) > before, 300, "training with the restarted actor")
+    exports = lambda: rf.RunFolder(root).read_metrics("eval_exports.jsonl")
+    wait_for(lambda: exports(), 300, "the evaluator to follow an export")
+    assert all("average_return" in e for e in exports())
     pids = json.loads(roles_file.read_text())
     os.killpg(launch.popen.pid, signal.SIGINT)
     assert launch.wait(timeout=300) == 130

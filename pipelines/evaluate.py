@@ -8,7 +8,7 @@
 Rebuilds the evaluation environment from the run's own `operative_config.gin` and prints
 one JSON line: mean, std, min and max return over the episodes, and their count. With
 `--video` the episodes are played one by one on a single copy and recorded (MP4 or GIF,
-the return drawn on each frame; see `pipelines/video.py`). `--step` picks the policy: the
+the return drawn on each frame; see `pipelines/training/video.py`). `--step` picks the policy: the
 latest export (`policy/`), the one of the best evaluation, or the one saved at N env steps
 (`policies/<N>/`, loaded into the latest export's graph). `--gin_bindings` (repeatable)
 are applied after the run's operative config, e.g. to cap evaluation games:
@@ -29,7 +29,8 @@ from pathlib import Path
 
 from absl import flags
 
-from pipelines import cli, video
+from pipelines import cli
+from pipelines.training import video
 
 flags.DEFINE_string("root_dir", None, "Run folder written by pipelines-train.")
 flags.DEFINE_integer("num_episodes", 10, "Whole episodes to play.")
@@ -50,7 +51,7 @@ FLAGS = flags.FLAGS
 
 
 def _evaluate() -> int:
-  from pipelines import run_folder as rf
+  from pipelines.storage import run_folder as rf
 
   # Bad flags are refused before TensorFlow loads (~10 s).
   folder = rf.RunFolder(FLAGS.root_dir)
@@ -68,7 +69,9 @@ def _evaluate() -> int:
   import gin
   from tf_agents.environments import tf_py_environment
 
-  from pipelines import checkpoints, configurables, devices, evaluation  # noqa: F401
+  from pipelines import configurables, devices
+  from pipelines.storage import checkpoints  # noqa: F401
+  from pipelines.training import evaluation
 
   cli.parse_gin([str(config)], FLAGS.gin_bindings)
   devices.configure()  # before the environment's and the policy's first op
@@ -99,7 +102,7 @@ def _evaluate() -> int:
 def policy_at(folder, step: str) -> tuple[str | int, Path | None]:
   """(the step shown, the numbered policy's folder or None for the latest export) for
   `--step`; a step that was not saved is one error listing those that were."""
-  from pipelines import run_folder as rf
+  from pipelines.storage import run_folder as rf
 
   history = folder.path(rf.POLICIES)
   if step == "latest":
@@ -123,7 +126,7 @@ def policy_at(folder, step: str) -> tuple[str | int, Path | None]:
 
 
 def _record_video(py_env, env, policy, epsilon: float) -> dict:
-  from pipelines import evaluation
+  from pipelines.training import evaluation
 
   path = Path(FLAGS.video).expanduser().absolute()
   fps = FLAGS.video_fps or video.fps(py_env)

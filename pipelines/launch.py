@@ -53,7 +53,7 @@ _MAX_RESTARTS = 5
 
 def _check_flags() -> None:
   """Flag mistakes fail in a second, before TensorFlow is imported."""
-  from pipelines import addresses as rr
+  from pipelines.replay import addresses as rr
 
   if FLAGS.role not in ROLES:
     raise cli.PipelineError(f"unknown --role {FLAGS.role!r}; choose one of {', '.join(ROLES)}")
@@ -73,10 +73,8 @@ def _check_flags() -> None:
 
 def _parse_config():
   cli.quiet_libraries()
-  from pipelines import (
-    configurables,  # noqa: F401  (registers every configurable)
-    distributed,
-  )
+  from pipelines import configurables  # noqa: F401  registers every configurable
+  from pipelines.distributed import distributed  # noqa: F401
 
   cli.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
   return distributed.plan_from_gin()
@@ -85,7 +83,7 @@ def _parse_config():
 def _launch() -> int:
   _check_flags()
   _parse_config()
-  from pipelines import distributed
+  from pipelines.distributed import distributed
 
   role = FLAGS.role
   if role != "all":  # each role's process (--role=all: its children) picks its device
@@ -115,7 +113,7 @@ class _Role:
     self.start()
 
   def start(self) -> None:
-    from pipelines import child_runs
+    from pipelines.tools import child_runs
 
     command = [sys.executable, "-m", "pipelines.launch", *self.args]
     # Own session: Ctrl-C must not reach the server before the learner has saved.
@@ -123,8 +121,8 @@ class _Role:
 
 
 def _supervise() -> int:
-  from pipelines import reverb_replay as rr
-  from pipelines import run_folder as rf
+  from pipelines.replay import reverb_replay as rr
+  from pipelines.storage import run_folder as rf
 
   folder = rf.RunFolder(FLAGS.root_dir)
   folder.check_usable()
@@ -218,7 +216,7 @@ def _write_pids(logs: Path, roles: list[_Role]) -> None:
 
 
 def _status(folder, roles: list[_Role], seconds: float) -> str:
-  from pipelines import distributed
+  from pipelines.distributed import distributed
 
   up = [r for r in roles if r.process.poll() is None]
   actors = [r for r in roles if r.name.startswith("actor")]

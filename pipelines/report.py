@@ -29,8 +29,8 @@ import numpy as np
 from absl import flags
 
 from pipelines import cli
-from pipelines import run_folder as rf
 from pipelines.errors import PipelineError
+from pipelines.storage import run_folder as rf
 
 FIGURES = {
   "curves": "learning_curves.png",

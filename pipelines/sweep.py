@@ -30,9 +30,10 @@ from pathlib import Path
 import gin
 from absl import flags
 
-from pipelines import child_runs, cli, tracking
-from pipelines import run_folder as rf
+from pipelines import cli
 from pipelines.errors import PipelineError
+from pipelines.storage import run_folder as rf
+from pipelines.tools import child_runs, tracking
 
 SWEEP_INFO = "sweep.json"
 SEED_PARAMETER = "build_components.seed"

@@ -15,7 +15,8 @@ import sys
 
 from absl import flags
 
-from pipelines import cli, tracking
+from pipelines import cli
+from pipelines.tools import tracking
 
 flags.DEFINE_multi_string("gin_file", [], "Gin config file(s); later files override earlier.")
 flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, e.g. 'build_components.seed = 1'.")
@@ -48,7 +49,8 @@ def _train() -> int:
   # What `system_multiprocessing.handle_main` does besides `app.run`: environment copies in
   # worker processes (`make_environment.parallel`) need it.
   system_multiprocessing.enable_interactive_mode()
-  from pipelines import configurables, devices, experiment  # noqa: F401  (registers every configurable)
+  from pipelines import configurables, devices  # noqa: F401  registers every configurable
+  from pipelines.training import experiment  # noqa: F401  registers every configurable
 
   cli.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
   devices.configure()  # before the run builds its first variable

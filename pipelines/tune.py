@@ -34,9 +34,10 @@ from pathlib import Path
 import gin
 from absl import flags
 
-from pipelines import child_runs, cli
-from pipelines import run_folder as rf
+from pipelines import cli
 from pipelines.errors import PipelineError
+from pipelines.storage import run_folder as rf
+from pipelines.tools import child_runs
 
 STUDY_DB = "study.db"
 BEST_GIN = "best.gin"

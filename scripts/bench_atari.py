@@ -56,8 +56,9 @@ from pipelines import cli  # noqa: E402
 
 cli.quiet_libraries()  # before tf-agents imports the old gym, and gin's search-path misses
 
-from pipelines import configurables, replay  # noqa: E402
-from pipelines.atari import ale_py, gym  # noqa: E402
+from pipelines import configurables  # noqa: E402
+from pipelines.envs.atari import ale_py, gym  # noqa: E402
+from pipelines.replay import replay  # noqa: E402
 
 
 def rss_gb() -> float:
@@ -149,7 +150,7 @@ def project_variants(parts, steps: int, batch) -> dict[str, Callable[[], int]]:
 
 def nature_cnn(num_actions: int, padding: str) -> tf.keras.Sequential:
   """The project's Nature CNN in plain Keras: uint8 (4, 84, 84) stacks, scaled by 1/255 and made
-  channels-last inside the network, as pipelines.networks.q_network does; 'valid' (Nature) or
+  channels-last inside the network, as pipelines.agents.networks.q_network does; 'valid' (Nature) or
   'same' (Dopamine's JAX network) padding."""
   layers = tf.keras.layers
   return tf.keras.Sequential([

@@ -40,14 +40,11 @@ import tensorflow as tf  # noqa: E402
 from tf_agents.experimental.distributed import reverb_variable_container  # noqa: E402
 from tf_agents.policies import random_tf_policy  # noqa: E402
 
-from pipelines import (  # noqa: E402
-  collection,
-  configurables,  # noqa: E402, F401
-  distributed,
-  experiment,
-  replay,
-)
-from pipelines import reverb_replay as rr  # noqa: E402
+from pipelines import configurables  # noqa: E402, F401
+from pipelines.distributed import distributed  # noqa: E402
+from pipelines.replay import replay  # noqa: E402
+from pipelines.replay import reverb_replay as rr  # noqa: E402
+from pipelines.training import collection, experiment  # noqa: E402
 
 
 def parse(gin_file: str, bindings: list[str]) -> None:

@@ -36,8 +36,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pipelines import run_folder as rf  # noqa: E402
 from pipelines.errors import PipelineError  # noqa: E402
+from pipelines.storage import run_folder as rf  # noqa: E402
 
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "reference"
 RANDOM_SCORE = 1.7  # Breakout, random play (Mnih et al. 2015, Extended Data Table 2)

@@ -67,7 +67,8 @@ def train_here(
   """
   import gin
 
-  from pipelines import cli, configurables, experiment  # noqa: F401  (registers every configurable)
+  from pipelines import cli, configurables  # noqa: F401  registers every configurable
+  from pipelines.training import experiment  # noqa: F401  registers every configurable
 
   command = train_command(root_dir, gin_file, bindings, toy)
   flags = [arg.split("=", 1) for arg in command[3:]]

@@ -18,8 +18,10 @@ from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
 
-from pipelines import atari, cli, configurables, environments, replay  # noqa: F401 (configurables)
-from pipelines import run_folder as rf
+from pipelines import cli, configurables  # noqa: F401 configurables
+from pipelines.envs import atari, environments
+from pipelines.replay import replay  # noqa: F401 configurables
+from pipelines.storage import run_folder as rf
 
 from conftest import REPO, cli_env, train_command
 

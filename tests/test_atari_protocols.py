@@ -22,7 +22,11 @@ from tf_agents.metrics import tf_metrics
 from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
 
-from pipelines import atari, cli, configurables, environments  # noqa: F401 (configurables)
+from pipelines import cli, configurables  # noqa: F401 configurables
+from pipelines.envs import (
+  atari,
+  environments,  # noqa: F401 configurables
+)
 from pipelines.errors import PipelineError
 
 FIRST, MID, LAST = ts.StepType.FIRST, ts.StepType.MID, ts.StepType.LAST

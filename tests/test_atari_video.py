@@ -19,8 +19,9 @@ import gymnasium as gym
 import imageio.v2 as imageio
 import pytest
 
-from pipelines import environments, video
+from pipelines.envs import environments
 from pipelines.errors import PipelineError
+from pipelines.training import video
 
 from conftest import REPO, run_module, train_here
 

@@ -18,7 +18,7 @@ from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
 
-from pipelines import agents, networks
+from pipelines.agents import agents, networks
 from pipelines.errors import PipelineError
 
 F, M, L = (int(t) for t in (ts.StepType.FIRST, ts.StepType.MID, ts.StepType.LAST))

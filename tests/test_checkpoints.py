@@ -18,8 +18,9 @@ from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
 
-from pipelines import checkpoints, replay, reverb_replay
-from pipelines import run_folder as rf
+from pipelines.replay import replay, reverb_replay
+from pipelines.storage import checkpoints
+from pipelines.storage import run_folder as rf
 
 from conftest import train_here
 

@@ -6,7 +6,8 @@ import subprocess
 import pytest
 import tensorflow as tf
 
-from pipelines import child_runs, devices
+from pipelines import devices
+from pipelines.tools import child_runs
 
 
 def _fake_gpus(count: int) -> list:

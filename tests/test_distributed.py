@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import run_folder as rf
-from pipelines.addresses import free_port
+from pipelines.replay.addresses import free_port
+from pipelines.storage import run_folder as rf
 
 from conftest import REPO, cli_env
 
@@ -317,7 +317,7 @@ def test_reverb_replay_round_trip_keeps_every_window(tmp_path):
   import tensorflow as tf
   from tf_agents.trajectories import trajectory
 
-  from pipelines import reverb_replay
+  from pipelines.replay import reverb_replay
 
   spec = trajectory.Trajectory(
     step_type=tf.TensorSpec([], tf.int32),
@@ -368,7 +368,8 @@ def test_reverb_replay_round_trip_keeps_every_window(tmp_path):
 def test_plan_keeps_the_single_process_ratios(gin_file, bindings, expected):
   import gin
 
-  from pipelines import cli, configurables, distributed  # noqa: F401
+  from pipelines import cli, configurables  # noqa: F401
+  from pipelines.distributed import distributed
 
   gin.clear_config()
   try:
@@ -382,7 +383,8 @@ def test_plan_keeps_the_single_process_ratios(gin_file, bindings, expected):
 def test_plan_refuses_whole_episode_batches():
   import gin
 
-  from pipelines import cli, configurables, distributed  # noqa: F401
+  from pipelines import cli, configurables  # noqa: F401
+  from pipelines.distributed import distributed
   from pipelines.errors import PipelineError
 
   gin.clear_config()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from tf_agents.trajectories import time_step as ts
 
-from pipelines import environments
+from pipelines.envs import environments
 from pipelines.errors import PipelineError
 
 

@@ -8,9 +8,9 @@ import time
 import gin
 import pytest
 
-from pipelines import cli, configurables  # noqa: F401  (registers every configurable)
-from pipelines import run_folder as rf
+from pipelines import cli, configurables  # noqa: F401  registers every configurable
 from pipelines.errors import PipelineError
+from pipelines.storage import run_folder as rf
 
 from conftest import REPO, TOY_BINDINGS, cli_env, run_train, train_command, train_here
 

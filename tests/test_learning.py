@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from pipelines import run_folder as rf
+from pipelines.storage import run_folder as rf
 
 from conftest import train_here
 

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from tf_agents.specs import tensor_spec
 
-from pipelines import networks
+from pipelines.agents import networks
 
 OBSERVATION = tensor_spec.TensorSpec([4], tf.float32)
 DISCRETE = tensor_spec.BoundedTensorSpec([], tf.int64, 0, 1)

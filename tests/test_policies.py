@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipelines import checkpoints, evaluate
-from pipelines import run_folder as rf
+from pipelines import evaluate
+from pipelines.storage import checkpoints
+from pipelines.storage import run_folder as rf
 
 from conftest import run_module, train_here
 
@@ -162,7 +163,7 @@ class _Stopped(Exception):
 
 
 def test_a_resume_that_discards_policies_exports_the_restored_weights_as_latest(run, tmp_path, monkeypatch):
-  from pipelines import learning
+  from pipelines.training import learning
 
   root, _, middle = _rewound_copy(*run, tmp_path)
 

@@ -15,7 +15,7 @@ import signal
 
 import pytest
 
-from pipelines import progress
+from pipelines.training import progress
 
 from conftest import train_here
 

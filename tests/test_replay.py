@@ -13,7 +13,10 @@ from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import policy_step, trajectory
 from tf_agents.trajectories import time_step as ts
 
-from pipelines import agents, collection, environments, evaluation, learning, replay
+from pipelines.agents import agents
+from pipelines.envs import environments
+from pipelines.replay import replay
+from pipelines.training import collection, evaluation, learning
 
 FIRST, MID, LAST = ts.StepType.FIRST, ts.StepType.MID, ts.StepType.LAST
 COPIES = 2

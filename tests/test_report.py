@@ -8,7 +8,7 @@ import pytest
 import scipy.stats
 
 from pipelines import report
-from pipelines import run_folder as rf
+from pipelines.storage import run_folder as rf
 
 from conftest import run_module
 

@@ -3,7 +3,7 @@
 import json
 import shutil
 
-from pipelines import run_folder as rf
+from pipelines.storage import run_folder as rf
 
 from conftest import train_here
 

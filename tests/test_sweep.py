@@ -7,9 +7,10 @@ import time
 
 import pytest
 
-from pipelines import child_runs, sweep, tracking
-from pipelines import run_folder as rf
+from pipelines import sweep
 from pipelines.errors import PipelineError
+from pipelines.storage import run_folder as rf
+from pipelines.tools import child_runs, tracking
 
 from conftest import REPO, TOY_BINDINGS, cli_env, run_module
 

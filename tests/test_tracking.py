@@ -11,9 +11,10 @@ import types
 import optuna
 import pytest
 
-from pipelines import run_folder as rf
-from pipelines import sweep, tracking, tune
+from pipelines import sweep, tune
 from pipelines.errors import PipelineError
+from pipelines.storage import run_folder as rf
+from pipelines.tools import tracking
 
 from conftest import run_module
 

@@ -2,7 +2,7 @@
 
 import json
 
-from pipelines import run_folder as rf
+from pipelines.storage import run_folder as rf
 
 from conftest import run_module
 

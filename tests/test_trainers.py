@@ -13,7 +13,9 @@ import pytest
 import tensorflow as tf
 from tf_agents.environments import tf_py_environment
 
-from pipelines import agents, collection, environments, learning
+from pipelines.agents import agents
+from pipelines.envs import environments
+from pipelines.training import collection, learning
 
 COPIES = 8
 

@@ -7,8 +7,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipelines import cli, configurables, experiment, warm_start  # noqa: F401  (registers configurables)
-from pipelines import run_folder as rf
+from pipelines import cli, configurables  # noqa: F401  registers configurables
+from pipelines.storage import run_folder as rf
+from pipelines.training import (
+  experiment,
+  warm_start,  # noqa: F401  registers configurables
+)
 
 from conftest import REPO, TOY_BINDINGS, train_here
 

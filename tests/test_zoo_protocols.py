@@ -9,7 +9,7 @@ import math
 import gin
 import pytest
 
-from pipelines import cli, configurables  # noqa: F401 (registers the configurables)
+from pipelines import cli, configurables  # noqa: F401 registers the configurables
 
 from conftest import REPO
 

@@ -67,7 +67,7 @@ def playable(py_env, seed: int):
     return py_env
   import gymnasium as gym
 
-  from pipelines import atari, environments
+  from pipelines.envs import atari, environments
 
   copy = gym.vector.SyncVectorEnv(
     [lambda: atari.renderable_copy(vector_env)], autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP
@@ -255,7 +255,7 @@ class EvalVideos:
     if self._tf_env is None:
       from tf_agents.environments import tf_py_environment
 
-      from pipelines import environments
+      from pipelines.envs import environments
 
       with gin.config_scope("eval"):  # where the run's evaluation copies are configured
         py_env = environments.make_environment(seed=self.seed, num_envs=1, parallel=False)

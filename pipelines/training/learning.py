@@ -39,7 +39,8 @@ from tf_agents.replay_buffers import tf_uniform_replay_buffer
 from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
 
-from pipelines import collection, replay
+from pipelines.replay import replay
+from pipelines.training import collection
 
 
 class _GraphLoop:

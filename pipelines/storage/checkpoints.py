@@ -41,7 +41,7 @@ from tensorflow.python.checkpoint import checkpoint_management
 from tf_agents.policies import policy_saver
 
 from pipelines.errors import PipelineError
-from pipelines.run_folder import BEST_POLICY
+from pipelines.storage.run_folder import BEST_POLICY
 
 MANIFEST = "manifest.json"  # ckpt-<N>.manifest.json: size and CRC-32 of each side file
 DAMAGED = "damaged"  # checkpoints that did not load, kept for inspection

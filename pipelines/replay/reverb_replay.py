@@ -4,7 +4,7 @@
         --gin_bindings='OffPolicyTrainer.replay_fn = @reverb_replay' --root_dir=runs/reverb
 
 With that one binding an in-process experiment keeps its replay in an embedded Reverb
-server instead of a `TFUniformReplayBuffer`; `pipelines-launch` (pipelines/distributed.py)
+server instead of a `TFUniformReplayBuffer`; `pipelines-launch` (pipelines/distributed/distributed.py)
 runs the same server as its own process for separate actors and a learner.
 
 A Reverb server holds three tables:
@@ -33,8 +33,8 @@ import tensorflow as tf
 from tf_agents.replay_buffers import reverb_replay_buffer
 from tf_agents.specs import tensor_spec
 
-from pipelines.addresses import check_port_free, free_port, parse_address  # noqa: F401  (re-exported)
 from pipelines.errors import PipelineError
+from pipelines.replay.addresses import check_port_free, free_port, parse_address  # noqa: F401  (re-exported)
 
 EXPERIENCE = "experience"
 VARIABLES = "variables"  # reverb_variable_container.DEFAULT_TABLE

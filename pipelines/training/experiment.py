@@ -33,20 +33,13 @@ import tensorflow as tf
 from tf_agents.agents import tf_agent
 from tf_agents.environments import py_environment, tf_environment, tf_py_environment
 
-from pipelines import (
-  checkpoints,
-  collection,
-  environments,
-  evaluation,
-  learning,
-  plots,
-  progress,
-  video,
-  warm_start,
-)
-from pipelines import run_folder as rf
-from pipelines.agents import ActionSpaceError
+from pipelines.agents.agents import ActionSpaceError
+from pipelines.envs import environments
 from pipelines.errors import PipelineError, WriteError
+from pipelines.storage import checkpoints
+from pipelines.storage import run_folder as rf
+from pipelines.tools import plots
+from pipelines.training import collection, evaluation, learning, progress, video, warm_start
 
 # One graph call runs about this many env steps, so progress and signals stay responsive.
 _ENV_STEPS_PER_CALL = 1_000
@@ -190,7 +183,7 @@ def run_experiment(
   build_fn: builds the components (a distributed learner passes its own trainer).
   init_from, init_replay: `pipelines-train --init_from=RUN[:ENV_STEPS] [--init_replay]`: a run
     without a checkpoint of its own starts from that run's agent (and replay); see
-    `pipelines/warm_start.py`. Ignored once the run has checkpointed.
+    `pipelines/training/warm_start.py`. Ignored once the run has checkpointed.
   """
   folder = rf.RunFolder(root_dir)
   folder.check_usable()

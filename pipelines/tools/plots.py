@@ -1,6 +1,6 @@
 """Plots of a run's evaluations: return against environment steps (or frames).
 
-    python -c "from pipelines import plots, run_folder as rf; \
+    python -c "from pipelines.tools import plots; from pipelines.storage import run_folder as rf; \
         plots.learning_curve(rf.RunFolder('runs/x').read_metrics(), 'curve.png')"
 """
 

@@ -1,6 +1,6 @@
 """Training runs as child processes: what pipelines-sweep and pipelines-tune share.
 
-    python -c "from pipelines import child_runs; print(child_runs.train_command(['a.gin'], [], 'runs/x'))"
+    python -c "from pipelines.tools import child_runs; print(child_runs.train_command(['a.gin'], [], 'x'))"
 
 A child is the real `python -m pipelines.train` command, so a sweep or tuning run folder
 is exactly what a hand-typed run would write (and is resumed the same way). Children are
@@ -25,12 +25,12 @@ from pathlib import Path
 import gin
 
 from pipelines import cli, devices
-from pipelines import run_folder as rf
 from pipelines.errors import PipelineError
+from pipelines.storage import run_folder as rf
 
 LOGS = "logs"  # child stdout+stderr, one file per run, beside (not inside) the run folders
 _PR_SET_PDEATHSIG = 1
-_PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+_PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])  # the folder holding pipelines/
 
 
 def train_command(gin_files: Sequence[str], bindings: Sequence[str], root_dir: str | Path) -> list[str]:

@@ -6,7 +6,7 @@ Each role is one process built from the same gin files as a single-process run
 (`experiment.build_components`), so every binding means the same thing everywhere:
 
   server     a Reverb server with the experience, variables and reports tables
-             (pipelines/reverb_replay.py), checkpointed to `<root_dir>/replay_server/`;
+             (pipelines/replay/reverb_replay.py), checkpointed to `<root_dir>/replay_server/`;
   actor      a TF-Agents `train.Actor` stepping its own environment copies with the
              collect policy, writing trajectory windows to the experience table, pulling
              the latest weights after every `steps_per_run` env steps;
@@ -42,10 +42,13 @@ from tf_agents.policies import py_tf_eager_policy
 from tf_agents.replay_buffers import reverb_replay_buffer
 from tf_agents.train import actor as tfa_actor
 
-from pipelines import checkpoints, cli, experiment, learning, replay
-from pipelines import reverb_replay as rr
-from pipelines import run_folder as rf
+from pipelines import cli
 from pipelines.errors import PipelineError
+from pipelines.replay import replay
+from pipelines.replay import reverb_replay as rr
+from pipelines.storage import checkpoints
+from pipelines.storage import run_folder as rf
+from pipelines.training import experiment, learning
 
 EVAL_EXPORTS = "eval_exports.jsonl"
 

@@ -23,7 +23,7 @@ from tf_agents.agents.dqn import dqn_agent as tfa_dqn_agent
 from tf_agents.specs import tensor_spec
 from tf_agents.utils import common
 
-from pipelines import a2c, c51, networks, ppo, reinforce
+from pipelines.agents import a2c, c51, networks, ppo, reinforce
 from pipelines.errors import PipelineError
 
 gin.external_configurable(tf.keras.optimizers.Adam, module="tf.keras.optimizers")

@@ -22,8 +22,8 @@ from typing import Any
 
 import tensorflow as tf
 
-from pipelines import run_folder as rf
 from pipelines.errors import PipelineError
+from pipelines.storage import run_folder as rf
 
 
 def parse(spec: str) -> tuple[Path, int | None]:

@@ -1,0 +1,1 @@
+"""Agents: gin-configurable factories for TF-Agents agents and their networks."""

@@ -1,0 +1,1 @@
+"""Distributed collection: the server, actor, learner and evaluator roles around Reverb."""

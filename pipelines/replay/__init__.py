@@ -1,0 +1,1 @@
+"""Replay: where collected steps wait to be sampled (in-process buffers and datasets, Reverb)."""

@@ -1,0 +1,1 @@
+"""Storage: the run folder's names and files, checkpoints and policy exports."""

@@ -1,0 +1,1 @@
+"""Tools around runs: child-run processes (sweeps, tuning), tracking and plots."""

@@ -1,0 +1,1 @@
+"""Training: collection, trainers, evaluation and the collect-train-evaluate loop of one run."""

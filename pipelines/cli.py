@@ -133,6 +133,12 @@ def check_gin_syntax(files: Sequence[str], bindings: Sequence[str]) -> None:
       raise PipelineError(f"bad gin binding #{number} {binding!r}: {_gin_reason(e)}") from None
 
 
+def require_gin_files(gin_files) -> None:
+  """Every command that builds an experiment needs its gin files: one error line without them."""
+  if not gin_files:
+    raise PipelineError("give at least one --gin_file (e.g. gin/dqn_cartpole.gin)")
+
+
 def parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
   """Parses gin files, then each binding on its own (later ones win), then finalizes.
 

@@ -21,14 +21,13 @@ The Reverb server has no authentication and listens on all interfaces: see READM
 from __future__ import annotations
 
 import json
-import signal
 import sys
 import time
 from pathlib import Path
 
 from absl import flags
 
-from pipelines import cli
+from pipelines import cli, signals
 
 ROLES = ("all", "server", "learner", "actor", "eval")
 
@@ -57,8 +56,7 @@ def _check_flags() -> None:
 
   if FLAGS.role not in ROLES:
     raise cli.PipelineError(f"unknown --role {FLAGS.role!r}; choose one of {', '.join(ROLES)}")
-  if not FLAGS.gin_file:
-    raise cli.PipelineError("give at least one --gin_file (e.g. gin/dqn_cartpole.gin)")
+  cli.require_gin_files(FLAGS.gin_file)
   if FLAGS.role in ("learner", "actor"):
     if not FLAGS.replay_address:
       raise cli.PipelineError(f"--role={FLAGS.role} needs --replay_address=HOST:PORT")
@@ -147,17 +145,12 @@ def _supervise() -> int:
   print(f"launched {', '.join(r.name for r in roles)}; logs in {logs}", file=sys.stderr)
   _write_pids(logs, roles)
 
-  stop = {"signal": None}
-
-  def handle(signum, frame):
-    stop["signal"] = signum
-
-  for sig in (signal.SIGINT, signal.SIGTERM):
-    signal.signal(sig, handle)
+  # Installed until every role has stopped: a second Ctrl-C does not cut the shutdown short.
+  stop = signals.StopSignals().install()
   learner = roles[1]
   started, last_status = time.monotonic(), 0.0
   code = None
-  while stop["signal"] is None and code is None:
+  while stop.received is None and code is None:
     time.sleep(0.5)
     for role in roles:
       rc = role.process.poll()
@@ -193,12 +186,13 @@ def _supervise() -> int:
       role.process.terminate()
     for role in group:
       role.process.wait(timeout=120)
+  stop.restore()
   print(_status(folder, roles, time.monotonic() - started), file=sys.stderr)
-  if stop["signal"] is not None:
+  if stop.received is not None:
     print(
-      f"pipelines-launch: stopped by signal {stop['signal']}; run the same command to resume", file=sys.stderr
+      f"pipelines-launch: stopped by signal {stop.received}; run the same command to resume", file=sys.stderr
     )
-    return 128 + stop["signal"]
+    return stop.exit_code
   if code == 0:
     records = folder.read_metrics()
     if records:
@@ -216,7 +210,7 @@ def _write_pids(logs: Path, roles: list[_Role]) -> None:
 
 
 def _status(folder, roles: list[_Role], seconds: float) -> str:
-  from pipelines.distributed import distributed
+  from pipelines.storage import run_folder as rf
 
   up = [r for r in roles if r.process.poll() is None]
   actors = [r for r in roles if r.name.startswith("actor")]
@@ -227,7 +221,7 @@ def _status(folder, roles: list[_Role], seconds: float) -> str:
     learner = (
       f"{last['env_steps']} env steps, train step {last['train_steps']}, eval {last['average_return']:.1f}"
     )
-  exports = folder.read_metrics(distributed.EVAL_EXPORTS)
+  exports = folder.read_metrics(rf.EVAL_EXPORTS)
   evaluator = (
     f"; evaluator: {exports[-1]['average_return']:.1f} at train step {exports[-1]['train_step']}"
     if exports

@@ -20,7 +20,6 @@ import hashlib
 import itertools
 import json
 import re
-import signal
 import sys
 import time
 import tokenize
@@ -30,7 +29,7 @@ from pathlib import Path
 import gin
 from absl import flags
 
-from pipelines import cli
+from pipelines import cli, signals
 from pipelines.errors import PipelineError
 from pipelines.storage import run_folder as rf
 from pipelines.tools import child_runs, tracking
@@ -177,7 +176,7 @@ class Sweep:
     self.gin_files = list(gin_files)
     self.bindings = list(bindings)
     self.parallel = parallel
-    self._stop: int | None = None
+    self._stop = signals.StopSignals()  # installed while `run` runs
 
   def budgets(self, runs: Sequence[Run]) -> dict[str, dict]:
     """Parses each configuration once (seeds share it); raises on an unknown name."""
@@ -205,9 +204,6 @@ class Sweep:
       hparams = tracking.binding_hparams(run.bindings, SEED_PARAMETER)
       tracking.write_hparams(self.root / tracking.HPARAMS / run.name, hparams, records)
 
-  def _handle(self, signum, frame):
-    self._stop = signum
-
   def run(self, runs: Sequence[Run], budgets: dict[str, dict]) -> int:
     import tqdm
 
@@ -220,10 +216,10 @@ class Sweep:
         self.write_hparams(run)
     running: dict[str, tuple[Run, child_runs.TrainProcess]] = {}
     failed: list[str] = []
-    previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    self._stop.install()
     bar = tqdm.tqdm(total=len(runs), initial=done, unit="run", disable=None, dynamic_ncols=True)
     try:
-      while (pending or running) and self._stop is None:
+      while (pending or running) and self._stop.received is None:
         while pending and len(running) < self.parallel:
           run = pending.pop(0)
           if not child_runs.wait_until_unlocked(self.run_dir(run)):
@@ -255,17 +251,16 @@ class Sweep:
             bar.write(f"FAILED {failed[-1]}")
     finally:
       bar.close()
-      for sig, handler in previous.items():
-        signal.signal(sig, handler)
+      self._stop.restore()
       for _, process in running.values():  # interrupted: let each run checkpoint, then exit
         process.terminate()
       for _, process in running.values():
         process.wait(timeout=120)
-    if self._stop is not None:
+    if self._stop.received is not None:
       print(
         f"Sweep interrupted; run the same command to resume ({len(running)} runs stopped).", file=sys.stderr
       )
-      return 128 + self._stop
+      return self._stop.exit_code
     if failed:
       print(
         f"{len(failed)} of {len(runs)} runs failed (logs in {self.root / child_runs.LOGS}):", file=sys.stderr
@@ -282,8 +277,7 @@ FLAGS = flags.FLAGS
 
 
 def _sweep() -> int:
-  if not FLAGS.gin_file:
-    raise PipelineError("give at least one --gin_file (e.g. gin/dqn_cartpole.gin)")
+  cli.require_gin_files(FLAGS.gin_file)
   if not FLAGS.root_dir:
     raise PipelineError("give --root_dir, the folder of the sweep")
   runs = expand([parse_sweep(e) for e in FLAGS.sweep], FLAGS.seeds)

@@ -35,8 +35,7 @@ FLAGS = flags.FLAGS
 
 
 def _train() -> int:
-  if not FLAGS.gin_file:
-    raise cli.PipelineError("give at least one --gin_file (e.g. gin/dqn_cartpole.gin)")
+  cli.require_gin_files(FLAGS.gin_file)
   # Before TensorFlow loads (seconds, and its start-up lines): a typo is refused at once.
   cli.check_gin_syntax(FLAGS.gin_file, FLAGS.gin_bindings)
   if FLAGS.init_replay and not FLAGS.init_from:

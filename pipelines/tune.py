@@ -24,7 +24,6 @@ import csv
 import dataclasses
 import io
 import json
-import signal
 import statistics
 import sys
 import time
@@ -34,7 +33,7 @@ from pathlib import Path
 import gin
 from absl import flags
 
-from pipelines import cli
+from pipelines import cli, signals
 from pipelines.errors import PipelineError
 from pipelines.storage import run_folder as rf
 from pipelines.tools import child_runs
@@ -181,10 +180,7 @@ class Tuner:
     self.space = space
     self.study = study
     self.objective = OBJECTIVES[space.objective]
-    self._stop: int | None = None
-
-  def _handle(self, signum, frame):
-    self._stop = signum
+    self._stop = signals.StopSignals()  # installed while `run` runs
 
   def finished(self) -> int:
     from optuna.trial import TrialState
@@ -253,10 +249,14 @@ class Tuner:
 
     running = {}
     failures_in_a_row, last_error = 0, ""
-    previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    self._stop.install()
     try:
-      while self._stop is None and (running or self.finished() < n_trials):
-        while len(running) < parallel and self.finished() + len(running) < n_trials and self._stop is None:
+      while self._stop.received is None and (running or self.finished() < n_trials):
+        while (
+          len(running) < parallel
+          and self.finished() + len(running) < n_trials
+          and self._stop.received is None
+        ):
           trial, processes, run_dirs = self._start()
           running[trial.number] = (trial, processes, run_dirs, set())
         time.sleep(1.0)
@@ -290,14 +290,13 @@ class Tuner:
             if failures_in_a_row >= _MAX_FAILURES_IN_A_ROW:
               raise PipelineError(f"{failures_in_a_row} trials in a row failed; last: {last_error}")
     finally:
-      for sig, handler in previous.items():
-        signal.signal(sig, handler)
+      self._stop.restore()
       for trial, processes, _, _ in running.values():  # interrupted: stop, keep the study consistent
         self._stop_all(processes)
         self.study.tell(trial, state=TrialState.FAIL)
-    if self._stop is not None:
+    if self._stop.received is not None:
       print("Tuning interrupted; run the same command to continue the study.", file=sys.stderr)
-      return 128 + self._stop
+      return self._stop.exit_code
     return 0
 
   def write_trials(self) -> Path:
@@ -376,8 +375,7 @@ class Tuner:
 
 
 def _tune() -> int:
-  if not FLAGS.gin_file:
-    raise PipelineError("give at least one --gin_file (e.g. gin/dqn_cartpole.gin)")
+  cli.require_gin_files(FLAGS.gin_file)
   if not FLAGS.space or not FLAGS.root_dir:
     raise PipelineError("give --space (a search space YAML file) and --root_dir (the study's folder)")
   if FLAGS.trials < 1 or FLAGS.parallel < 1 or FLAGS.seeds_per_trial < 1:

@@ -66,6 +66,7 @@ def test_every_module_is_in_a_package_or_is_a_command_or_shared_plumbing():
     "evaluate",
     "launch",
     "report",
+    "signals",
     "sweep",
     "train",
     "tune",

@@ -28,7 +28,6 @@ import dataclasses
 import functools
 import inspect
 import json
-import signal
 import sys
 import time
 from pathlib import Path
@@ -42,27 +41,13 @@ from tf_agents.policies import py_tf_eager_policy
 from tf_agents.replay_buffers import reverb_replay_buffer
 from tf_agents.train import actor as tfa_actor
 
-from pipelines import cli
+from pipelines import cli, signals
 from pipelines.errors import PipelineError
 from pipelines.replay import replay
 from pipelines.replay import reverb_replay as rr
 from pipelines.storage import checkpoints
 from pipelines.storage import run_folder as rf
 from pipelines.training import experiment, learning
-
-EVAL_EXPORTS = "eval_exports.jsonl"
-
-
-class _Stop:
-  """SIGINT/SIGTERM set a flag the role's loop checks."""
-
-  def __init__(self):
-    self.received = None
-    for sig in (signal.SIGINT, signal.SIGTERM):
-      signal.signal(sig, self._handle)
-
-  def _handle(self, signum, frame):
-    self.received = signum
 
 
 def _bound(fn, name: str):
@@ -179,14 +164,14 @@ def run_server(root_dir: str, port: int) -> int:
   )
   directory = rf.RunFolder(root_dir).path(rf.REPLAY_SERVER)
   server = rr.start_server(tables, port, directory)
-  stop = _Stop()
-  print(rr.SECURITY_NOTE.format(port=port), flush=True)
-  print(f"server: replay server listening on port {port}, checkpoints in {directory}", flush=True)
-  while stop.received is None:
-    time.sleep(0.5)
-  print(f"server: stopping; checkpoint {server.localhost_client().checkpoint()}", flush=True)
-  server.stop()
-  return 0
+  with signals.StopSignals() as stop:
+    print(rr.SECURITY_NOTE.format(port=port), flush=True)
+    print(f"server: replay server listening on port {port}, checkpoints in {directory}", flush=True)
+    while stop.received is None:
+      time.sleep(0.5)
+    print(f"server: stopping; checkpoint {server.localhost_client().checkpoint()}", flush=True)
+    server.stop()
+    return 0
 
 
 # ---------------------------------------------------------------- actor
@@ -251,32 +236,32 @@ def run_actor(address: str, actor_id: int, wait_timeout: float, steps_per_run: i
     f"{who}: collecting with {num_envs} environment copies from train step {int(parts.train_step)}",
     flush=True,
   )
-  stop = _Stop()
-  taken, last_print = 0, time.monotonic()
-  while stop.received is None:
-    actor.run()
-    # The rate limiter holds actors back while the learner lags (or is down).
-    while not writer.flush(timeout_ms=1_000) and stop.received is None:
-      pass
-    steps, tally.steps = tally.steps, 0
-    games = env.pop_game_returns()
-    episodes, tally.finished = tally.finished, []
-    report = {
-      "actor_id": np.int64(actor_id),
-      "env_steps": np.int64(steps),
-      "episodes": np.int64(len(episodes)),
-      "episode_return_sum": np.float64(sum(episodes)),
-      "games": np.int64(len(games)),
-      "game_return_sum": np.float64(sum(games)),
-    }
-    client.insert(report, {rr.REPORTS: 1.0})
-    container.update(variables)
-    taken += steps
-    if time.monotonic() - last_print > 10:
-      print(f"{who}: {taken} env steps; learner at train step {int(parts.train_step)}", flush=True)
-      last_print = time.monotonic()
-  print(f"{who}: stopped after {taken} env steps", flush=True)
-  return 0
+  with signals.StopSignals() as stop:
+    taken, last_print = 0, time.monotonic()
+    while stop.received is None:
+      actor.run()
+      # The rate limiter holds actors back while the learner lags (or is down).
+      while not writer.flush(timeout_ms=1_000) and stop.received is None:
+        pass
+      steps, tally.steps = tally.steps, 0
+      games = env.pop_game_returns()
+      episodes, tally.finished = tally.finished, []
+      report = {
+        "actor_id": np.int64(actor_id),
+        "env_steps": np.int64(steps),
+        "episodes": np.int64(len(episodes)),
+        "episode_return_sum": np.float64(sum(episodes)),
+        "games": np.int64(len(games)),
+        "game_return_sum": np.float64(sum(games)),
+      }
+      client.insert(report, {rr.REPORTS: 1.0})
+      container.update(variables)
+      taken += steps
+      if time.monotonic() - last_print > 10:
+        print(f"{who}: {taken} env steps; learner at train step {int(parts.train_step)}", flush=True)
+        last_print = time.monotonic()
+    print(f"{who}: stopped after {taken} env steps", flush=True)
+    return 0
 
 
 # ---------------------------------------------------------------- learner
@@ -431,34 +416,34 @@ def run_evaluator(root_dir: str, poll_seconds: float = 2.0) -> int:
   folder = rf.RunFolder(root_dir)
   parts = _components(seed_offset=20_000)
   evaluator = parts.evaluator  # the experiment seed's epsilon draws
-  stop = _Stop()
-  seen = None
-  said = False
-  while stop.received is None:
-    marker = folder.path(rf.POLICY) / "saved_model.pb"
-    try:
-      stamp = marker.stat().st_mtime_ns
-    except FileNotFoundError:
-      stamp = None
-    if stamp is None or stamp == seen:
-      if stamp is None and not said:
-        print(f"eval: waiting for the first policy export in {folder.path(rf.POLICY)}", flush=True)
-        said = True
-      time.sleep(poll_seconds)
-      continue
-    seen = stamp
-    try:
-      policy = checkpoints.load_saved_policy(folder.path(rf.POLICY))
-    except (OSError, ValueError):  # caught mid-swap: try again at the next poll
-      seen = None
-      continue
-    train_step = int(policy.get_train_step())
-    result = evaluator(parts.eval_tf_env, policy)
-    record = {"train_step": train_step, "time": round(time.time(), 3), **result.summary()}
-    folder.append_metrics(record, EVAL_EXPORTS)
-    print(
-      f"eval: train step {train_step}: average return {record['average_return']:.1f} "
-      f"over {record['num_episodes']} episodes",
-      flush=True,
-    )
-  return 0
+  with signals.StopSignals() as stop:
+    seen = None
+    said = False
+    while stop.received is None:
+      marker = folder.path(rf.POLICY) / "saved_model.pb"
+      try:
+        stamp = marker.stat().st_mtime_ns
+      except FileNotFoundError:
+        stamp = None
+      if stamp is None or stamp == seen:
+        if stamp is None and not said:
+          print(f"eval: waiting for the first policy export in {folder.path(rf.POLICY)}", flush=True)
+          said = True
+        time.sleep(poll_seconds)
+        continue
+      seen = stamp
+      try:
+        policy = checkpoints.load_saved_policy(folder.path(rf.POLICY))
+      except (OSError, ValueError):  # caught mid-swap: try again at the next poll
+        seen = None
+        continue
+      train_step = int(policy.get_train_step())
+      result = evaluator(parts.eval_tf_env, policy)
+      record = {"train_step": train_step, "time": round(time.time(), 3), **result.summary()}
+      folder.append_metrics(record, rf.EVAL_EXPORTS)
+      print(
+        f"eval: train step {train_step}: average return {record['average_return']:.1f} "
+        f"over {record['num_episodes']} episodes",
+        flush=True,
+      )
+    return 0

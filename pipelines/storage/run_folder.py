@@ -46,6 +46,7 @@ EVAL_SUMMARIES = "eval"
 LEARNING_CURVE = "learning_curve.png"
 # Written by pipelines-launch's other roles, possibly before the learner's first launch.
 LOGS = "logs"
+EVAL_EXPORTS = "eval_exports.jsonl"  # the evaluator role's record of each policy export it scored
 REPLAY_SERVER = "replay_server"
 LAUNCH_FILES = {LOGS, REPLAY_SERVER}
 

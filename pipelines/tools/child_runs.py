@@ -28,7 +28,7 @@ from pipelines import cli, devices
 from pipelines.errors import PipelineError
 from pipelines.storage import run_folder as rf
 
-LOGS = "logs"  # child stdout+stderr, one file per run, beside (not inside) the run folders
+LOGS = rf.LOGS  # child stdout+stderr, one file per run, beside (not inside) the run folders
 _PR_SET_PDEATHSIG = 1
 _PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])  # the folder holding pipelines/
 

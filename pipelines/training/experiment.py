@@ -20,7 +20,6 @@ import errno
 import math
 import os
 import re
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -33,6 +32,7 @@ import tensorflow as tf
 from tf_agents.agents import tf_agent
 from tf_agents.environments import py_environment, tf_environment, tf_py_environment
 
+from pipelines import signals
 from pipelines.agents.agents import ActionSpaceError
 from pipelines.envs import environments
 from pipelines.errors import PipelineError, WriteError
@@ -69,26 +69,6 @@ class IntervalTrigger:
 
   def fire(self, step: int) -> None:
     self.last = step
-
-
-class _Signals:
-  """Turns SIGINT/SIGTERM into a flag checked between graph calls: save, then exit."""
-
-  def __init__(self):
-    self.received: int | None = None
-    self._previous = {}
-
-  def __enter__(self):
-    for sig in (signal.SIGINT, signal.SIGTERM):
-      self._previous[sig] = signal.signal(sig, self._handle)
-    return self
-
-  def _handle(self, signum, frame):
-    self.received = signum
-
-  def __exit__(self, *exc):
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
 
 
 @dataclasses.dataclass
@@ -379,8 +359,8 @@ class _Loop:
       and target_return is not None
       and (self.last_eval["average_return"] >= target_return)
     )
-    with _Signals() as signals, self._progress(num_env_steps, progress_interval) as report:
-      while self.env_steps < num_env_steps and not reached and signals.received is None:
+    with signals.StopSignals() as stop, self._progress(num_env_steps, progress_interval) as report:
+      while self.env_steps < num_env_steps and not reached and stop.received is None:
         budget = min(
           num_env_steps - self.env_steps,
           max(_ENV_STEPS_PER_CALL, per_iteration),
@@ -411,14 +391,14 @@ class _Loop:
           self._export()
         report.update(step, int(self.train_step), self.last_eval)  # after the events: the newest evaluation
 
-    if signals.received is not None:
+    if stop.received is not None:
       self._save()
       print(
-        f"Stopped by signal {signals.received} at {self.env_steps} env steps; checkpoint saved. "
+        f"Stopped by signal {stop.received} at {self.env_steps} env steps; checkpoint saved. "
         "Run the same command to resume.",
         file=sys.stderr,
       )
-      raise SystemExit(128 + signals.received)
+      raise SystemExit(stop.exit_code)
     return self._finish()
 
   def _progress(self, total: int, interval: float) -> progress.Progress:

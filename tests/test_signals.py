@@ -1,0 +1,34 @@
+"""pipelines/signals.py: SIGINT/SIGTERM become a flag, and the old handlers come back.
+
+pytest tests/test_signals.py
+"""
+
+import os
+import signal
+
+import pytest
+
+from pipelines import signals
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_sets_the_flag_instead_of_raising(sig):
+  with signals.StopSignals() as stop:
+    assert stop.received is None
+    os.kill(os.getpid(), sig)  # delivered to this (main) thread before kill returns
+    assert stop.received == sig
+  assert stop.exit_code == 128 + sig
+
+
+def test_the_previous_handlers_are_back_afterwards():
+  seen = []
+  previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+  try:
+    stop = signals.StopSignals().install()
+    os.kill(os.getpid(), signal.SIGTERM)
+    stop.restore()
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert stop.received == signal.SIGTERM and seen == [signal.SIGTERM]  # once each, in turn
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+  finally:
+    signal.signal(signal.SIGTERM, previous)

@@ -55,20 +55,25 @@ _WRITE_FAULTS = {
 
 
 class IntervalTrigger:
-  """Due when `step >= last + interval` (robust to steps that jump past a multiple)."""
+  """Calls `fn` when `step >= last + interval` (robust to steps that jump past a multiple).
 
-  def __init__(self, interval: int | None, step: int):
-    self.interval = interval
-    self.last = step - step % interval if interval else 0
+  TF-Agents' `tf_agents.train.interval_trigger.IntervalTrigger` semantics (call it with the
+  current step; `interval` None or 0: never), plus `steps_to_next`, so that the loop can end
+  a graph call exactly where the next event is due. `start` is aligned down to a multiple
+  of `interval`, so a resumed run keeps its evaluation steps.
+  """
 
-  def due(self, step: int) -> bool:
-    return bool(self.interval) and step >= self.last + self.interval
+  def __init__(self, interval: int | None, fn: Callable[[], Any], start: int = 0):
+    self.interval, self.fn = interval or 0, fn
+    self.last = start - start % self.interval if self.interval else 0
+
+  def __call__(self, step: int) -> None:
+    if self.interval and step >= self.last + self.interval:
+      self.last = step
+      self.fn()
 
   def steps_to_next(self, step: int) -> float:
     return self.last + self.interval - step if self.interval else math.inf
-
-  def fire(self, step: int) -> None:
-    self.last = step
 
 
 @dataclasses.dataclass
@@ -346,25 +351,31 @@ class _Loop:
     with tf.summary.record_if(False):
       self.trainer.initialize()
 
-    triggers = {
-      "eval": IntervalTrigger(eval_interval, self.env_steps),
-      "checkpoint": IntervalTrigger(checkpoint_interval, self.env_steps),
-      "export": IntervalTrigger(export_interval, self.env_steps),
-      "log": IntervalTrigger(log_interval, self.env_steps),
-    }
+    # Periodic work in the order it happens at one step: the checkpoint after the evaluation
+    # it records, the export after the checkpoint.
+    step = self.env_steps
+    triggers = [
+      IntervalTrigger(eval_interval, self._evaluate, step),
+      IntervalTrigger(log_interval, self._log, step),
+      IntervalTrigger(checkpoint_interval, self._save, step),
+      IntervalTrigger(export_interval, self._export, step),
+    ]
     self._log_start = (self.env_steps, self._elapsed())
     per_iteration = self.trainer.env_steps_per_iteration
-    reached = (
-      self.last_eval is not None
-      and target_return is not None
-      and (self.last_eval["average_return"] >= target_return)
-    )
+
+    def reached() -> bool:
+      return (
+        target_return is not None
+        and self.last_eval is not None
+        and (self.last_eval["average_return"] >= target_return)
+      )
+
     with signals.StopSignals() as stop, self._progress(num_env_steps, progress_interval) as report:
-      while self.env_steps < num_env_steps and not reached and stop.received is None:
+      while self.env_steps < num_env_steps and not reached() and stop.received is None:
         budget = min(
           num_env_steps - self.env_steps,
           max(_ENV_STEPS_PER_CALL, per_iteration),
-          *(max(t.steps_to_next(self.env_steps), 1) for t in triggers.values()),
+          *(max(t.steps_to_next(self.env_steps), 1) for t in triggers),
         )
         with tf.summary.record_if(False):
           loss = self.trainer.run(max(1, math.ceil(budget / per_iteration)))
@@ -375,21 +386,9 @@ class _Loop:
           )
         self._train_summaries(loss)
         self._game_summaries()
-        step = self.env_steps
-        if triggers["eval"].due(step):
-          triggers["eval"].fire(step)
-          self._evaluate()
-          reached = target_return is not None and self.last_eval["average_return"] >= target_return
-        if triggers["log"].due(step):
-          triggers["log"].fire(step)
-          self._log()
-        if triggers["checkpoint"].due(step):
-          triggers["checkpoint"].fire(step)
-          self._save()
-        if triggers["export"].due(step):
-          triggers["export"].fire(step)
-          self._export()
-        report.update(step, int(self.train_step), self.last_eval)  # after the events: the newest evaluation
+        for trigger in triggers:
+          trigger(self.env_steps)
+        report.update(self.env_steps, int(self.train_step), self.last_eval)  # after the events
 
     if stop.received is not None:
       self._save()

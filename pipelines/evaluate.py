@@ -1,12 +1,14 @@
 """Evaluate a run's exported greedy policy, or the uniform random baseline, on its environment.
 
-    pipelines-evaluate --root_dir=runs/dqn_cartpole --num_episodes=10
+    pipelines-evaluate --root_dir=runs/dqn_cartpole   # as many episodes as the run evaluates
     python -m pipelines.evaluate --root_dir=runs/dqn_cartpole --policy=random
     pipelines-evaluate --root_dir=runs/dqn_cartpole --video=episodes.mp4 --num_episodes=3
     pipelines-evaluate --root_dir=runs/dqn_cartpole --step=best   # or --step=20000, --step=latest
 
 Rebuilds the evaluation environment from the run's own `operative_config.gin` and prints
-one JSON line: mean, std, min and max return over the episodes, and their count. With
+one JSON line: mean, std, min and max return over the episodes, and their count. The
+number of episodes and epsilon are the run's own evaluation settings unless
+`--num_episodes` (or `--gin_bindings`) says otherwise. With
 `--video` the episodes are played one by one on a single copy and recorded (MP4 or GIF,
 the return drawn on each frame; see `pipelines/training/video.py`). `--step` picks the policy: the
 latest export (`policy/`), the one of the best evaluation, or the one saved at N env steps
@@ -33,7 +35,11 @@ from pipelines import cli
 from pipelines.training import video
 
 flags.DEFINE_string("root_dir", None, "Run folder written by pipelines-train.")
-flags.DEFINE_integer("num_episodes", 10, "Whole episodes to play.")
+flags.DEFINE_integer(
+  "num_episodes",
+  None,
+  "Whole episodes to play (default: the run's own Evaluator.num_episodes; with --video, 1).",
+)
 flags.DEFINE_enum("policy", "greedy", ["greedy", "random"], "The exported policy, or uniform random.")
 flags.DEFINE_integer("seed", 12_345, "Seed of the evaluation environments.")
 flags.DEFINE_string("video", None, "Record the episodes to this .mp4 or .gif file.")
@@ -58,7 +64,7 @@ def _evaluate() -> int:
   config = folder.path(rf.OPERATIVE_CONFIG)
   if not config.is_file():
     raise cli.PipelineError(f"{folder.root} holds no run ({rf.OPERATIVE_CONFIG} missing)")
-  if FLAGS.num_episodes < 1:
+  if FLAGS.num_episodes is not None and FLAGS.num_episodes < 1:
     raise cli.PipelineError("--num_episodes must be >= 1")
   if FLAGS.video:
     video.check_output(Path(FLAGS.video).expanduser().absolute())
@@ -87,7 +93,9 @@ def _evaluate() -> int:
     policy = evaluation.random_policy(env)
   else:
     policy = checkpoints.load_saved_policy(folder.path(rf.POLICY), variables)
-  evaluator = evaluation.Evaluator(num_episodes=FLAGS.num_episodes)  # epsilon: the run's own
+  # The run's own evaluation settings (episodes, epsilon) unless a flag says otherwise.
+  chosen = {} if FLAGS.num_episodes is None else {"num_episodes": FLAGS.num_episodes}
+  evaluator = evaluation.Evaluator(**chosen)
   if FLAGS.video:
     summary = _record_video(py_env, env, policy, evaluator.epsilon)
   else:
@@ -131,7 +139,8 @@ def _record_video(py_env, env, policy, epsilon: float) -> dict:
   path = Path(FLAGS.video).expanduser().absolute()
   fps = FLAGS.video_fps or video.fps(py_env)
   with video.Writer(path, fps) as sink:
-    recording = video.record(py_env, env, policy, sink, FLAGS.num_episodes, epsilon, seed=FLAGS.seed)
+    episodes = FLAGS.num_episodes or 1  # a video is watched: one episode unless asked for more
+    recording = video.record(py_env, env, policy, sink, episodes, epsilon, seed=FLAGS.seed)
   result = evaluation.EvalResult(recording.returns, recording.lengths, seconds=0.0)
   return {
     **result.summary(),

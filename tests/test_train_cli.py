@@ -42,15 +42,14 @@ def test_run_folder_holds_every_artefact(toy_run):
 
 
 def test_evaluate_prints_one_json_line_for_greedy_and_random(toy_run):
-  for policy in ("greedy", "random"):
-    result = run_module(
-      "pipelines.evaluate", f"--root_dir={toy_run}", "--num_episodes=3", f"--policy={policy}"
-    )
+  """Without --num_episodes, the run's own evaluation settings (the toy run's 2 episodes)."""
+  for policy, flags, episodes in (("greedy", [], 2), ("random", ["--num_episodes=3"], 3)):
+    result = run_module("pipelines.evaluate", f"--root_dir={toy_run}", f"--policy={policy}", *flags)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     assert len(lines) == 1
     summary = json.loads(lines[0])
-    assert summary["policy"] == policy and summary["num_episodes"] == 3
+    assert summary["policy"] == policy and summary["num_episodes"] == episodes
     assert summary["min_return"] <= summary["average_return"] <= summary["max_return"]
     assert summary["min_return"] >= 8  # CartPole cannot end sooner
 

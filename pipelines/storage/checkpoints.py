@@ -35,6 +35,7 @@ import sys
 import time
 import zlib
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import tensorflow as tf
 from tensorflow.python.checkpoint import checkpoint_management
@@ -58,6 +59,17 @@ class _Unreadable(Exception):
     super().__init__(f"{shown}: {reason}")
 
 
+@runtime_checkable
+class SavedBeside(Protocol):
+  """A checkpoint item that is too big or not TensorFlow state (the frame store's arrays, a
+  Reverb table): written to `ckpt-<N>.<name>/` beside the TF checkpoint and covered by its
+  manifest."""
+
+  def save_to(self, directory: Path) -> None: ...
+
+  def restore_from(self, directory: Path) -> None: ...
+
+
 class Checkpointer:
   """One `tf.train.Checkpoint` of everything a run needs to continue, restored at start.
 
@@ -66,7 +78,7 @@ class Checkpointer:
   """
 
   def __init__(self, directory: Path, max_to_keep: int = 2, **items):
-    self._files = {name: item for name, item in items.items() if hasattr(item, "save_to")}
+    self._files = {name: item for name, item in items.items() if isinstance(item, SavedBeside)}
     trackables = {name: item for name, item in items.items() if name not in self._files}
     self._directory = Path(directory)
     self._max_to_keep = max_to_keep

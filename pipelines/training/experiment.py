@@ -85,8 +85,8 @@ class Components:
   tf_env: tf_environment.TFEnvironment
   eval_tf_env: tf_environment.TFEnvironment
   agent: tf_agent.TFAgent
-  trainer: Any
-  evaluator: Any
+  trainer: learning.Trainer
+  evaluator: Callable  # (tf_env, policy) -> EvalResult, e.g. evaluation.Evaluator
   metrics: collection.TrainingMetrics
   train_step: tf.Variable
   seed: int
@@ -266,7 +266,8 @@ class _Loop:
     self.folder = folder
     self.collect_env = parts.collect_env
     # Finished games' scores: from the environment, or from the actors (distributed learner).
-    self.pop_game_returns = getattr(parts.trainer, "pop_game_returns", parts.collect_env.pop_game_returns)
+    source = parts.trainer if isinstance(parts.trainer, learning.GameScores) else parts.collect_env
+    self.pop_game_returns = source.pop_game_returns
     self.frames_per_env_step = frames_per_env_step
     # Whole games finished since the last record of metrics.jsonl / train_metrics.jsonl.
     self.game_returns: list[float] = []

@@ -4,8 +4,8 @@
         --gin_bindings='OffPolicyTrainer.train_steps_per_iteration = 2' --root_dir=runs/x
 
 A trainer owns its driver and its replay and exposes the same small interface to the
-experiment loop, so that off-policy (replay) and on-policy (collect, train, clear)
-agents share one loop:
+experiment loop (`Trainer` below), so that off-policy (replay) and on-policy (collect,
+train, clear) agents, and the distributed learner, share one loop:
 
   trainer.initialize()        # e.g. the random initial collect, skipped on resume
   loss = trainer.run(n)       # n iterations of collect + train, one graph call
@@ -29,6 +29,7 @@ steps per copy, none overwritten.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import gin
 import tensorflow as tf
@@ -41,6 +42,30 @@ from tf_agents.trajectories import trajectory
 
 from pipelines.replay import replay
 from pipelines.training import collection
+
+
+class Trainer(Protocol):
+  """What the experiment loop needs from a trainer (`OffPolicyTrainer`, `OnPolicyTrainer`,
+  `distributed.ReverbLearner`); a subclass or a wrapper with these members works too."""
+
+  env_steps_per_iteration: int  # env steps, summed over copies, that one iteration stands for
+
+  def initialize(self) -> None: ...
+
+  def run(self, iterations: int) -> float:
+    """Runs `iterations` iterations of collect + train; returns the last loss."""
+    ...
+
+  def checkpoint_items(self) -> dict[str, Any]:
+    """Extra state a checkpoint holds (trackables, or items saved beside it)."""
+    ...
+
+
+@runtime_checkable
+class GameScores(Protocol):
+  """A source of whole-game scores (an environment, or the distributed learner's actors)."""
+
+  def pop_game_returns(self) -> list[float]: ...
 
 
 class _GraphLoop:

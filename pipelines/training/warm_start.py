@@ -23,6 +23,7 @@ from typing import Any
 import tensorflow as tf
 
 from pipelines.errors import PipelineError
+from pipelines.storage import checkpoints
 from pipelines.storage import run_folder as rf
 
 
@@ -59,7 +60,7 @@ def warm_start(
   replay = dict(items) if with_replay else {}
   if with_replay and not replay:
     raise PipelineError("--init_replay: this run's trainer keeps no replay (an on-policy agent)")
-  files = {name: item for name, item in replay.items() if hasattr(item, "restore_from")}
+  files = {name: item for name, item in replay.items() if isinstance(item, checkpoints.SavedBeside)}
   trackables = {name: item for name, item in replay.items() if name not in files}
   try:
     # The train step is part of the agent (its counter): loaded with it, then reset below.

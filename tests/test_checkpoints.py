@@ -267,3 +267,41 @@ def test_side_files_of_a_failed_save_are_never_restored(tmp_path, monkeypatch):
   assert not list(folder.glob("ckpt-300*")) and not list(folder.glob(".ckpt-300*"))
   monkeypatch.undo()
   assert _restore(folder, REPLAYS["frame_store"]) == (True, 200, 2 * 30)
+
+
+class _SideFile:
+  """A `SavedBeside` item that notes what the checkpoints folder held when it was saved."""
+
+  def __init__(self):
+    self.folder_when_saved: list[list[str]] = []
+    self.restored_from: Path | None = None
+
+  def save_to(self, directory: Path) -> None:
+    directory.mkdir(parents=True)
+    (directory / "data.npy").write_bytes(b"x" * 10)
+    self.folder_when_saved.append(sorted(p.name for p in directory.parent.iterdir()))
+
+  def restore_from(self, directory: Path) -> None:
+    self.restored_from = directory
+    assert (directory / "data.npy").read_bytes() == b"x" * 10
+
+
+def test_side_files_come_before_their_tf_checkpoint_and_leave_with_it(tmp_path):
+  """Unit level, no run: a side file and its manifest are complete on disk before the TF
+  checkpoint that names them exists, and they are deleted when that checkpoint is pruned."""
+  side, step = _SideFile(), tf.Variable(0, dtype=tf.int64)
+  checkpointer = checkpoints.Checkpointer(tmp_path, max_to_keep=2, step=step, replay=side)
+  for number in (100, 200, 300):
+    step.assign(number)
+    checkpointer.save(number)
+  when_300 = side.folder_when_saved[-1]
+  assert "ckpt-300.index" not in when_300 and "ckpt-300.manifest.json" not in when_300
+  assert "ckpt-300.replay.tmp" in when_300  # written under a staging name, renamed when complete
+  names = sorted(p.name for p in tmp_path.iterdir())
+  assert "ckpt-100.replay" not in names and "ckpt-100.manifest.json" not in names  # pruned with ckpt-100
+  for number in (200, 300):
+    assert {f"ckpt-{number}.replay", f"ckpt-{number}.manifest.json", f"ckpt-{number}.index"} <= set(names)
+
+  restored_step, restored_side = tf.Variable(0, dtype=tf.int64), _SideFile()
+  assert checkpoints.Checkpointer(tmp_path, step=restored_step, replay=restored_side).restore()
+  assert int(restored_step) == 300 and restored_side.restored_from == tmp_path / "ckpt-300.replay"

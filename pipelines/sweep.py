@@ -222,7 +222,7 @@ class Sweep:
       while (pending or running) and self._stop.received is None:
         while pending and len(running) < self.parallel:
           run = pending.pop(0)
-          if not child_runs.wait_until_unlocked(self.run_dir(run)):
+          if not rf.wait_until_unlocked(self.run_dir(run)):
             failed.append(f"{run.name}: its run folder stays locked by another process")
             continue
           command = child_runs.train_command(
@@ -282,7 +282,7 @@ def _sweep() -> int:
     raise PipelineError("give --root_dir, the folder of the sweep")
   runs = expand([parse_sweep(e) for e in FLAGS.sweep], FLAGS.seeds)
   root = Path(FLAGS.root_dir).expanduser().absolute()
-  child_runs.check_root(root, SWEEP_INFO, "sweep")
+  rf.check_root_dir(root, SWEEP_INFO, "sweep")
   cli.quiet_libraries()
   sweep = Sweep(root, FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.parallel)
   budgets = sweep.budgets(runs)

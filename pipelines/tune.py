@@ -384,7 +384,7 @@ def _tune() -> int:
     raise PipelineError(f"search space file not found: {FLAGS.space}")
   space = Space.load(FLAGS.space)
   root = Path(FLAGS.root_dir).expanduser().absolute()
-  child_runs.check_root(root, STUDY_DB, "study")
+  rf.check_root_dir(root, STUDY_DB, "study")
   cli.quiet_libraries()
   for bindings in space.validation_bindings():  # unknown names fail before any trial starts
     child_runs.check_config(FLAGS.gin_file, [*space.bindings, *FLAGS.gin_bindings, *bindings])

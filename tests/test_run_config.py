@@ -1,8 +1,12 @@
 """A run continues with a larger budget or other evaluation settings; learning changes are refused."""
 
 import json
+import re
 import shutil
 
+import pytest
+
+from pipelines.errors import PipelineError
 from pipelines.storage import run_folder as rf
 
 from conftest import train_here
@@ -94,3 +98,25 @@ def _refusal(folder, config, bound=""):
   except rf.PipelineError as e:
     return str(e)
   raise AssertionError("not refused")
+
+
+def test_root_dir_checks_shared_by_runs_sweeps_and_studies(tmp_path):
+  a_file = tmp_path / "notes.txt"
+  a_file.write_text("x")
+  foreign = tmp_path / "foreign"
+  foreign.mkdir()
+  (foreign / "data.csv").write_text("x")
+  launched = tmp_path / "launched"
+  (launched / rf.LOGS).mkdir(parents=True)  # pipelines-launch's logs may come before the run
+  cases = [
+    (a_file, "exists and is not a folder"),
+    (a_file / "sweep", "cannot create --root_dir"),
+    (foreign, "is not empty and holds no sweep (sweep.json missing)"),
+  ]
+  for root, needle in cases:
+    with pytest.raises(PipelineError, match=re.escape(needle)):
+      rf.check_root_dir(root, "sweep.json", "sweep")
+  rf.check_root_dir(tmp_path / "new" / "sweep", "sweep.json", "sweep")  # to be created: fine
+  rf.RunFolder(launched).check_usable()
+  with pytest.raises(PipelineError, match="holds no run"):
+    rf.RunFolder(foreign).check_usable()

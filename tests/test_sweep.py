@@ -134,7 +134,7 @@ def test_sweep_killed_midway_resumes_without_rerunning_finished_runs(tmp_path):
   finished = [r.name for r in runs if _complete(root, r)]
   assert finished and len(finished) < len(names), "kill the sweep midway"
   for name in names:  # the killed sweep's runs get SIGTERM (PDEATHSIG), checkpoint and exit
-    assert child_runs.wait_until_unlocked(root / name, timeout=120), name
+    assert rf.wait_until_unlocked(root / name, timeout=120), name
 
   result = subprocess.run(command, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]

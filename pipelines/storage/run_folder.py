@@ -152,6 +152,47 @@ def _strip_comments(config: str) -> list[str]:
   return [line for line in config.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
+def check_root_dir(root: Path, marker: str, what: str, ignored: Iterable[str] = ()) -> None:
+  """Refuses a --root_dir that is a file, cannot be written (or created), or is not empty
+  and lacks `marker`, the file that makes it a `what` (a run, a sweep, a study); names in
+  `ignored` may be there before the marker (pipelines-launch's logs)."""
+  ignored = set(ignored)
+  if root.exists():
+    if not root.is_dir():
+      raise PipelineError(f"--root_dir {root} exists and is not a folder")
+    if not (root / marker).exists() and any(p.name not in ignored for p in root.iterdir()):
+      raise PipelineError(
+        f"--root_dir {root} is not empty and holds no {what} ({marker} missing); pick a new folder"
+      )
+    if not os.access(root, os.W_OK | os.X_OK):
+      raise PipelineError(f"--root_dir {root} is not writable")
+  else:
+    parent = next(p for p in root.parents if p.exists())
+    if not parent.is_dir():
+      raise PipelineError(f"cannot create --root_dir {root}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+      raise PipelineError(f"cannot create --root_dir {root}: {parent} is not writable")
+
+
+def wait_until_unlocked(root: Path, timeout: float = 120.0) -> bool:
+  """Waits for a dying process (a killed sweep's child) to release a run folder's lock
+  (`RunFolder.lock`); False after `timeout` seconds."""
+  if not root.is_dir():
+    return True
+  deadline = time.monotonic() + timeout
+  while True:
+    fd = os.open(root, os.O_RDONLY)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      return True
+    except BlockingIOError:
+      if time.monotonic() > deadline:
+        return False
+    finally:
+      os.close(fd)  # closing drops our lock too: the run's process takes it next
+    time.sleep(0.5)
+
+
 class RunFolder:
   """Paths of one run plus the lock that keeps a second process out of it."""
 
@@ -168,21 +209,7 @@ class RunFolder:
 
   def check_usable(self) -> None:
     """Refuses a foreign folder (non-empty, not a run) or one that cannot be written."""
-    if self.root.exists():
-      if not self.root.is_dir():
-        raise PipelineError(f"--root_dir {self.root} exists and is not a folder")
-      if not self.is_run and any(p.name not in LAUNCH_FILES for p in self.root.iterdir()):
-        raise PipelineError(
-          f"--root_dir {self.root} is not empty and holds no run ({RUN_INFO} missing); pick a new folder"
-        )
-      if not os.access(self.root, os.W_OK | os.X_OK):
-        raise PipelineError(f"--root_dir {self.root} is not writable")
-    else:
-      parent = next(p for p in self.root.parents if p.exists())
-      if not parent.is_dir():
-        raise PipelineError(f"cannot create --root_dir {self.root}: {parent} is not a folder")
-      if not os.access(parent, os.W_OK | os.X_OK):
-        raise PipelineError(f"cannot create --root_dir {self.root}: {parent} is not writable")
+    check_root_dir(self.root, RUN_INFO, "run", ignored=LAUNCH_FILES)
 
   def check_config(self, operative_config: str, bound: str = "") -> dict[str, list]:
     """Compares a resumed run's operative config with the stored one; returns the settings

@@ -12,7 +12,6 @@ orphans that hold their run folders' locks.
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import inspect
 import os
 import signal
@@ -25,7 +24,6 @@ from pathlib import Path
 import gin
 
 from pipelines import cli, devices
-from pipelines.errors import PipelineError
 from pipelines.storage import run_folder as rf
 
 LOGS = rf.LOGS  # child stdout+stderr, one file per run, beside (not inside) the run folders
@@ -95,39 +93,6 @@ def is_complete(run_dir: Path, num_env_steps: int, target_return: float | None) 
   last = records[-1]
   reached = target_return is not None and last["average_return"] >= target_return
   return last["env_steps"] >= num_env_steps or reached
-
-
-def wait_until_unlocked(run_dir: Path, timeout: float = 120.0) -> bool:
-  """Waits for a dying child (of a killed sweep) to release its run folder's lock."""
-  if not run_dir.is_dir():
-    return True
-  deadline = time.monotonic() + timeout
-  while True:
-    fd = os.open(run_dir, os.O_RDONLY)
-    try:
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-      return True
-    except BlockingIOError:
-      if time.monotonic() > deadline:
-        return False
-    finally:
-      os.close(fd)  # closing drops our lock too: the child takes it next
-    time.sleep(0.5)
-
-
-def check_root(root: Path, marker: str, what: str) -> None:
-  """Refuses a root folder that is a file, unwritable, or non-empty without `marker`."""
-  if root.exists():
-    if not root.is_dir():
-      raise PipelineError(f"--root_dir {root} exists and is not a folder")
-    if not (root / marker).exists() and any(root.iterdir()):
-      raise PipelineError(f"--root_dir {root} is not empty and holds no {what} ({marker} missing)")
-    if not os.access(root, os.W_OK | os.X_OK):
-      raise PipelineError(f"--root_dir {root} is not writable")
-  else:
-    parent = next(p for p in root.parents if p.exists())
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-      raise PipelineError(f"cannot create --root_dir {root}: {parent} is not a writable folder")
 
 
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -394,3 +394,32 @@ def test_plan_refuses_whole_episode_batches():
       distributed.plan_from_gin()
   finally:
     gin.clear_config()
+
+
+def test_a_subclass_of_a_trainer_plans_from_its_own_gin_settings():
+  """The trainer class says what the roles share (`replay_plan`), so a subclass registered
+  under its own gin name works distributed, read from its own bindings (the gin file's
+  OffPolicyTrainer bindings do not reach a configurable of another name, in-process either)."""
+  import gin
+
+  from pipelines import cli, configurables  # noqa: F401
+  from pipelines.distributed import distributed
+  from pipelines.training import learning
+
+  try:
+    gin.configurable("SlowRatioTrainer")(type("SlowRatioTrainer", (learning.OffPolicyTrainer,), {}))
+  except ValueError:  # registered by an earlier call in this process
+    pass
+  gin.clear_config()
+  try:
+    bindings = [
+      "build_components.trainer_fn = @SlowRatioTrainer",
+      "SlowRatioTrainer.collect_steps_per_iteration = 8",
+      "SlowRatioTrainer.train_steps_per_iteration = 1",
+    ]
+    cli.parse_gin([str(REPO / DQN)], bindings)
+    plan = distributed.plan_from_gin()
+  finally:
+    gin.clear_config()
+  assert plan.samples_per_insert == 1 * 64 / 8 and plan.env_steps_per_iteration == 8
+  assert not plan.on_policy

@@ -24,9 +24,7 @@ gin file asks for however fast each of them runs.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import inspect
 import json
 import sys
 import time
@@ -50,87 +48,19 @@ from pipelines.storage import run_folder as rf
 from pipelines.training import experiment, learning
 
 
-def _bound(fn, name: str):
-  """The value gin binds to `fn.name`, else the function's default."""
-  configurable = getattr(fn, "__name__", str(fn))
-  try:
-    value = gin.query_parameter(f"{configurable}.{name}")
-  except ValueError:
-    return inspect.signature(fn).parameters[name].default
-  return value.configurable.wrapped if isinstance(value, gin.config.ConfigurableReference) else value
-
-
-def _collect_envs() -> int:
-  for selector in ("collect/make_environment.num_envs", "make_environment.num_envs"):
-    try:
-      return int(gin.query_parameter(selector))
-    except ValueError:
-      continue
-  return 1
-
-
-@dataclasses.dataclass
-class Plan:
-  """What server, actors and learner must agree on, derived from the single-process gin."""
-
-  on_policy: bool
-  sequence_length: int  # steps per experience item
-  stride: int  # env steps of one copy between items
-  capacity: int  # items the experience table holds
-  min_size: int  # items before the learner may sample
-  samples_per_insert: float | None  # the replay ratio held by the rate limiter
-  batch_size: int  # items per gradient step
-  train_steps_per_iteration: int
-  env_steps_per_iteration: int  # env steps one learner iteration stands for
-
-  def tables(self, data_spec, variables) -> list:
-    experience = rr.experience_table(
-      data_spec, self.capacity, self.min_size, self.samples_per_insert, queue=self.on_policy
+def plan_from_gin() -> rr.ReplayPlan:
+  """What server, actors and learner share, as the experiment's trainer class says it
+  (`trainer.replay_plan()`, from its own gin settings): a subclass or a `functools.partial`
+  of a trainer works distributed as the trainer does."""
+  trainer = learning.configured(experiment.build_components, "trainer_fn")
+  trainer = getattr(trainer, "func", trainer)
+  planner = getattr(trainer, "replay_plan", None)
+  if planner is None:
+    name = getattr(trainer, "__name__", str(trainer))
+    raise PipelineError(
+      f"distributed runs need a trainer with a replay_plan() (OffPolicyTrainer, OnPolicyTrainer), not {name}"
     )
-    return [experience, rr.variables_table(variables), rr.reports_table()]
-
-
-def plan_from_gin() -> Plan:
-  """Reads the trainer's settings (OffPolicyTrainer / OnPolicyTrainer) from the parsed gin."""
-  trainer = _bound(experiment.build_components, "trainer_fn")
-  trainer = getattr(trainer, "__name__", str(trainer))
-  if trainer == "OffPolicyTrainer":
-    batch = _bound(replay.make_dataset, "batch_size")
-    collect = _bound(learning.OffPolicyTrainer, "collect_steps_per_iteration")
-    train = _bound(learning.OffPolicyTrainer, "train_steps_per_iteration")
-    replay_fn = _bound(learning.OffPolicyTrainer, "replay_fn")
-    return Plan(
-      on_policy=False,
-      sequence_length=_bound(replay.make_dataset, "num_steps"),
-      stride=1,
-      capacity=_bound(replay_fn, "capacity"),
-      min_size=max(_bound(learning.OffPolicyTrainer, "initial_collect_steps"), batch),
-      samples_per_insert=train * batch / collect,
-      batch_size=batch,
-      train_steps_per_iteration=train,
-      env_steps_per_iteration=collect,
-    )
-  if trainer == "OnPolicyTrainer":
-    if _bound(learning.OnPolicyTrainer, "driver_fn").__name__ != "step_driver":
-      raise PipelineError(
-        "distributed collection runs agents trained on fixed-length batches (PPO, A2C); "
-        "whole-episode batches (OnPolicyTrainer.driver_fn = @episode_driver) are not supported"
-      )
-    collect = _bound(learning.OnPolicyTrainer, "collect_per_iteration")
-    length = _bound(learning.OnPolicyTrainer, "steps_per_env") or collect // _collect_envs()
-    rows = collect // length
-    return Plan(
-      on_policy=True,
-      sequence_length=length,
-      stride=length,
-      capacity=rows,  # a queue: actors wait until the learner has read the last batch
-      min_size=rows,
-      samples_per_insert=None,
-      batch_size=rows,
-      train_steps_per_iteration=1,
-      env_steps_per_iteration=collect,
-    )
-  raise PipelineError(f"distributed runs need OffPolicyTrainer or OnPolicyTrainer, not {trainer}")
+  return planner()
 
 
 def variables_nest(agent, train_step: tf.Variable, env_steps: tf.Variable) -> dict:
@@ -147,7 +77,7 @@ def _no_trainer(agent, tf_env, observers):
 
 
 def _components(seed_offset: int = 0) -> experiment.Components:
-  seed = _bound(experiment.build_components, "seed") + seed_offset
+  seed = learning.configured(experiment.build_components, "seed") + seed_offset
   return experiment.build_components(trainer_fn=_no_trainer, seed=seed)
 
 
@@ -273,7 +203,14 @@ class ReverbLearner:
   trainers, so `run_experiment` drives it unchanged (evaluation, checkpoints, exports)."""
 
   def __init__(
-    self, agent, tf_env, observers, plan: Plan, address: str, wait_timeout: float, push_period: int = 32
+    self,
+    agent,
+    tf_env,
+    observers,
+    plan: rr.ReplayPlan,
+    address: str,
+    wait_timeout: float,
+    push_period: int = 32,
   ):
     self._agent = agent
     self._push_period = push_period

@@ -19,6 +19,7 @@ Security: a Reverb server has no authentication and listens on all interfaces.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 import tempfile
@@ -35,6 +36,30 @@ from tf_agents.specs import tensor_spec
 
 from pipelines.errors import PipelineError
 from pipelines.replay.addresses import check_port_free, free_port, parse_address  # noqa: F401  (re-exported)
+
+
+@dataclasses.dataclass
+class ReplayPlan:
+  """What a Reverb server, its actors and the learner must agree on for one trainer: item
+  shape, table size, rate limit and batches (`OffPolicyTrainer.replay_plan()`,
+  `OnPolicyTrainer.replay_plan()`)."""
+
+  on_policy: bool
+  sequence_length: int  # steps per experience item
+  stride: int  # env steps of one copy between items
+  capacity: int  # items the experience table holds
+  min_size: int  # items before the learner may sample
+  samples_per_insert: float | None  # the replay ratio held by the rate limiter
+  batch_size: int  # items per gradient step
+  train_steps_per_iteration: int
+  env_steps_per_iteration: int  # env steps one learner iteration stands for
+
+  def tables(self, data_spec, variables) -> list:
+    experience = experience_table(
+      data_spec, self.capacity, self.min_size, self.samples_per_insert, queue=self.on_policy
+    )
+    return [experience, variables_table(variables), reports_table()]
+
 
 EXPERIENCE = "experience"
 VARIABLES = "variables"  # reverb_variable_container.DEFAULT_TABLE

@@ -28,6 +28,7 @@ steps per copy, none overwritten.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -40,8 +41,30 @@ from tf_agents.replay_buffers import tf_uniform_replay_buffer
 from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
 
+from pipelines.errors import PipelineError
 from pipelines.replay import replay
+from pipelines.replay import reverb_replay as rr
 from pipelines.training import collection
+
+
+def configured(fn, name: str):
+  """The value the parsed gin config binds to `fn.name` (a configurable reference as the
+  function or class it names), else `fn`'s default."""
+  configurable = getattr(fn, "__name__", str(fn))
+  try:
+    value = gin.query_parameter(f"{configurable}.{name}")
+  except ValueError:
+    return inspect.signature(fn).parameters[name].default
+  return value.configurable.wrapped if isinstance(value, gin.config.ConfigurableReference) else value
+
+
+def _collect_envs() -> int:
+  for selector in ("collect/make_environment.num_envs", "make_environment.num_envs"):
+    try:
+      return int(gin.query_parameter(selector))
+    except ValueError:
+      continue
+  return 1
 
 
 class Trainer(Protocol):
@@ -156,6 +179,27 @@ class OffPolicyTrainer(_GraphLoop):
     self._iterator = None
     self._update = tf.function(agent.train, jit_compile=jit_compile, autograph=False)
 
+  @classmethod
+  def replay_plan(cls) -> rr.ReplayPlan:
+    """Distributed: items of `make_dataset.num_steps` steps at every step, the replay's
+    capacity, and a samples-per-insert limit of `train x batch / collect`, this trainer's
+    exact ratio of gradient steps to env steps."""
+    batch = configured(replay.make_dataset, "batch_size")
+    collect = configured(cls, "collect_steps_per_iteration")
+    train = configured(cls, "train_steps_per_iteration")
+    replay_fn = configured(cls, "replay_fn")
+    return rr.ReplayPlan(
+      on_policy=False,
+      sequence_length=configured(replay.make_dataset, "num_steps"),
+      stride=1,
+      capacity=configured(replay_fn, "capacity"),
+      min_size=max(configured(cls, "initial_collect_steps"), batch),
+      samples_per_insert=train * batch / collect,
+      batch_size=batch,
+      train_steps_per_iteration=train,
+      env_steps_per_iteration=collect,
+    )
+
   def checkpoint_items(self) -> dict:
     return {"replay_buffer": self.replay}
 
@@ -251,6 +295,30 @@ class OnPolicyTrainer(_GraphLoop):
     )
     self._driver = driver_fn(
       tf_env, agent.collect_policy, [self.replay.add_batch, *observers], collect_per_iteration
+    )
+
+  @classmethod
+  def replay_plan(cls) -> rr.ReplayPlan:
+    """Distributed: one copy's `steps_per_env` steps per item, in a queue of one batch
+    (actors wait until the learner has read it)."""
+    if configured(cls, "driver_fn").__name__ != "step_driver":
+      raise PipelineError(
+        "distributed collection runs agents trained on fixed-length batches (PPO, A2C); "
+        "whole-episode batches (OnPolicyTrainer.driver_fn = @episode_driver) are not supported"
+      )
+    collect = configured(cls, "collect_per_iteration")
+    length = configured(cls, "steps_per_env") or collect // _collect_envs()
+    rows = collect // length
+    return rr.ReplayPlan(
+      on_policy=True,
+      sequence_length=length,
+      stride=length,
+      capacity=rows,
+      min_size=rows,
+      samples_per_insert=None,
+      batch_size=rows,
+      train_steps_per_iteration=1,
+      env_steps_per_iteration=collect,
     )
 
   def checkpoint_items(self) -> dict:

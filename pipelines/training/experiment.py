@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 from tf_agents.agents import tf_agent
 from tf_agents.environments import py_environment, tf_environment, tf_py_environment
+from tf_agents.train import interval_trigger
 
 from pipelines import signals
 from pipelines.agents.agents import ActionSpaceError
@@ -54,26 +55,22 @@ _WRITE_FAULTS = {
 }
 
 
-class IntervalTrigger:
-  """Calls `fn` when `step >= last + interval` (robust to steps that jump past a multiple).
-
-  TF-Agents' `tf_agents.train.interval_trigger.IntervalTrigger` semantics (call it with the
-  current step; `interval` None or 0: never), plus `steps_to_next`, so that the loop can end
-  a graph call exactly where the next event is due. `start` is aligned down to a multiple
+class IntervalTrigger(interval_trigger.IntervalTrigger):
+  """TF-Agents' trigger (calls `fn` once `step >= last + interval`; robust to steps that jump
+  past a multiple), plus `steps_to_next`, so that the loop can end a graph call exactly where
+  the next event is due. `interval` None or 0: never. `start` is aligned down to a multiple
   of `interval`, so a resumed run keeps its evaluation steps.
   """
 
   def __init__(self, interval: int | None, fn: Callable[[], Any], start: int = 0):
-    self.interval, self.fn = interval or 0, fn
-    self.last = start - start % self.interval if self.interval else 0
-
-  def __call__(self, step: int) -> None:
-    if self.interval and step >= self.last + self.interval:
-      self.last = step
-      self.fn()
+    interval = interval or 0
+    super().__init__(interval, fn, start=start - start % interval if interval > 0 else 0)
 
   def steps_to_next(self, step: int) -> float:
-    return self.last + self.interval - step if self.interval else math.inf
+    # TF-Agents 0.19 (pinned) keeps its state in these two attributes and exposes no getter.
+    if self._interval <= 0:
+      return math.inf
+    return self._last_trigger_value + self._interval - step
 
 
 @dataclasses.dataclass

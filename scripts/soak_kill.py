@@ -82,7 +82,7 @@ EXPERIMENTS = {
     train_per_env_step=4 / 8,
     side_files=False,  # the uniform replay is TF variables, inside the TF checkpoint
   ),
-  # tests/test_atari.py's toy Breakout (Nature DQN, frame-store replay), a little longer:
+  # tests/envs/test_atari.py's toy Breakout (Nature DQN, frame-store replay), a little longer:
   # minutes, not the gin file's days; its evaluation is of a policy that has barely learned.
   "breakout": Experiment(
     name="breakout",

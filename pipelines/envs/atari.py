@@ -13,7 +13,7 @@ Two interchangeable ways to get the same observations, chosen by one binding:
 
 Both emit uint8 stacks of shape (4, 84, 84), oldest frame first (`q_network` transposes
 them to channels-last inside the network); with no-op starts and sticky actions off, the
-two paths emit pixel-equal observations for the same actions (tests/test_atari_protocols.py).
+two paths emit pixel-equal observations for the same actions (tests/experiments/test_atari_protocols.py).
 Each protocol's choices are parameters bound in its gin file: a life loss may end the
 agent's episode (Nature's "terminal on life loss", `episodic_life`) without resetting the
 game, and may then start the new life's stack from zeros (`zero_stack_on_life_loss`, as
@@ -294,7 +294,7 @@ def atari_vector_env(
     maxpool=True,
     noop_max=noop_max,
     # `episodic_life=True` would restart the whole game at each life loss; life_loss_info
-    # ends the episode there and lets the game go on (checked in tests/test_atari.py).
+    # ends the episode there and lets the game go on (checked in tests/envs/test_atari.py).
     episodic_life=False,
     life_loss_info=episodic_life,
     reward_clipping=False,  # clipped after the score is counted, by _AtariEpisodes
@@ -323,7 +323,7 @@ def renderable_copy(vector_env: gym.vector.VectorEnv) -> gym.Env:
   protocol argument the run's gin gave the vector env (sticky actions, no-op starts, life-loss
   terminals and zeroed stacks, reward clipping, FIRE, frame cap; frame skip 4 with a max
   over the last two frames and 84x84 grey 4-stacks on both paths). The observations the
-  policy sees are pixel-equal for the same actions (tests/test_atari_protocols.py); the only
+  policy sees are pixel-equal for the same actions (tests/experiments/test_atari_protocols.py); the only
   differences are the two paths' documented ones: the no-op start draws (1 to noop_max here,
   0 to noop_max - 1 in ale-py) and where the frame cap starts counting.
   """

@@ -1,7 +1,7 @@
 """Replay: a resumed run never samples a transition that joins two episodes; the sampler
 follows the experiment's seed.
 
-    .venv/bin/python -m pytest -q tests/test_replay.py
+    .venv/bin/python -m pytest -q tests/replay/test_replay.py
 """
 
 import numpy as np

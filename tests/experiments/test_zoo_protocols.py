@@ -1,7 +1,7 @@
 """The CartPole and Pendulum gin files hold every RL Baselines3 Zoo value they cite
 (hyperparams/dqn.yml, ppo.yml) and the SB3 defaults those run with: changing one fails.
 
-    .venv/bin/python -m pytest -q tests/test_zoo_protocols.py
+    .venv/bin/python -m pytest -q tests/experiments/test_zoo_protocols.py
 """
 
 import math

@@ -1,6 +1,6 @@
 """Atari suite: preprocessing, score accounting, the fast path's contract, frame-stack replay.
 
-/work/main/.venv/bin/python -m pytest -q tests/test_atari.py
+/work/main/.venv/bin/python -m pytest -q tests/envs/test_atari.py
 """
 
 from __future__ import annotations
@@ -241,7 +241,7 @@ def test_toy_breakout_run_is_killed_and_resumes_with_its_replay(tmp_path):
   env_steps, train_steps = records[-1]["env_steps"], records[-1]["train_steps"]
   assert 400 <= env_steps < 404
   assert (env_steps - 100) // 4 - 1 <= train_steps <= (env_steps - 100) // 4
-  # frames = frames_per_env_step x env_steps: tests/test_atari_protocols.py checks that
+  # frames = frames_per_env_step x env_steps: tests/experiments/test_atari_protocols.py checks that
   # against the emulator's own frame counter.
   train = rf.RunFolder(root).read_metrics(rf.TRAIN_METRICS)
   assert [r["env_steps"] for r in train] == sorted(r["env_steps"] for r in train)

@@ -7,7 +7,7 @@ import pytest
 
 from pipelines import cli, configurables  # noqa: F401
 
-GIN_DIR = Path(__file__).resolve().parent.parent / "gin"
+GIN_DIR = Path(__file__).resolve().parents[2] / "gin"
 EXPERIMENTS = sorted(GIN_DIR.glob("*.gin"))
 
 

@@ -1,6 +1,6 @@
 """PPO's returns and advantages: a time-limit end bootstraps, a terminal does not.
 
-    .venv/bin/python -m pytest -q tests/test_ppo.py
+    .venv/bin/python -m pytest -q tests/agents/test_ppo.py
 
 The expected numbers come from a plain NumPy GAE written here, the way SB3's
 `RolloutBuffer.compute_returns_and_advantage` does it after `collect_rollouts` has added

@@ -1,6 +1,6 @@
 """scripts/plot_breakout.py: the comparison with Dopamine's iterations, and its reference data.
 
-nice .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_plot_breakout.py
+nice .venv/bin/python -m pytest -q -p no:cacheprovider tests/tools/test_plot_breakout.py
 """
 
 import importlib.util
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "plot_breakout.py"
 REPRODUCE = REPO / "scripts" / "reproduce_breakout.sh"
 

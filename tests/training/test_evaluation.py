@@ -1,6 +1,6 @@
 """training/evaluation.py: the evaluator's episodes over batched copies, in one graph.
 
-pytest tests/test_evaluation.py
+pytest tests/training/test_evaluation.py
 """
 
 import numpy as np

@@ -1,6 +1,6 @@
 """Every policy kept: numbered policies at each export, `best`, `pipelines-evaluate --step`.
 
-/work/main/.venv/bin/python -m pytest -q tests/test_policies.py
+/work/main/.venv/bin/python -m pytest -q tests/agents/test_policies.py
 """
 
 from __future__ import annotations

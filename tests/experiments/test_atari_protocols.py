@@ -1,6 +1,6 @@
 """Atari protocols: each gin file holds its cited table, both Atari paths play the same game.
 
-/work/main/.venv/bin/python -m pytest -q tests/test_atari_protocols.py
+/work/main/.venv/bin/python -m pytest -q tests/experiments/test_atari_protocols.py
 
 The tables are read from the operative config exactly as `pipelines-train` parses it
 (`cli.parse_gin`), and every protocol value of an experiment file (and of the files it
@@ -30,7 +30,7 @@ from pipelines.envs import (
 from pipelines.errors import PipelineError
 
 FIRST, MID, LAST = ts.StepType.FIRST, ts.StepType.MID, ts.StepType.LAST
-GIN_DIR = Path(__file__).resolve().parent.parent / "gin"
+GIN_DIR = Path(__file__).resolve().parents[2] / "gin"
 NATURE = GIN_DIR / "dqn_breakout_nature.gin"
 DOPAMINE = GIN_DIR / "dqn_breakout_dopamine.gin"
 DOPAMINE_LEGACY = GIN_DIR / "dqn_breakout_dopamine_legacy.gin"

@@ -1,6 +1,6 @@
 """Checkpoints that fail to load fall back to the older one; failed writes are one line and resumable.
 
-/work/main/.venv/bin/python -m pytest -q tests/test_checkpoints.py
+/work/main/.venv/bin/python -m pytest -q tests/storage/test_checkpoints.py
 """
 
 from __future__ import annotations

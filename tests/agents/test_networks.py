@@ -1,6 +1,6 @@
 """Network factories: SB3's initialisation when asked for, and the Normal head's mean.
 
-.venv/bin/python -m pytest -q tests/test_networks.py
+.venv/bin/python -m pytest -q tests/agents/test_networks.py
 """
 
 import numpy as np

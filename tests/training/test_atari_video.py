@@ -1,6 +1,6 @@
 """Atari videos: the game's RGB screen, from either Atari path, after and during training.
 
-pytest tests/test_atari_video.py
+pytest tests/training/test_atari_video.py
 
 Two toy Breakout runs, each trained once: the Nature gin on the wrapper path (`atari_env`)
 and the Dopamine gin on ale-py's vector env (`atari_vector_env`, which cannot render), the

@@ -1,6 +1,6 @@
 """Trainers keep the gin file's budgets exactly, whatever the copies and episode lengths.
 
-    .venv/bin/python -m pytest -q tests/test_trainers.py
+    .venv/bin/python -m pytest -q tests/training/test_trainers.py
 
 The environment's episodes last 2-3 steps, so with 8 copies most batched steps restart a
 copy somewhere: exactly where TF-Agents' `DynamicStepDriver` (which does not count a

@@ -1,6 +1,6 @@
 """The loop's periodic work: `IntervalTrigger` fires at the steps TF-Agents' trigger would.
 
-pytest tests/test_triggers.py
+pytest tests/training/test_triggers.py
 """
 
 import math

@@ -116,6 +116,32 @@ def first_line(error: BaseException) -> str:
   return text.splitlines()[0]
 
 
+def _tolerate_namespace_packages_in_includes() -> None:
+  """Lets `include 'envs/cartpole.gin'` work when an `envs/` folder sits on sys.path.
+
+  For a relative include gin also asks whether `envs` is an importable package holding the
+  file; for a folder without `__init__.py` (a namespace package, e.g. an `envs/` folder in
+  the working directory) its check crashes on the missing origin (gin-config 0.5: TypeError)
+  instead of answering "no", and the whole gin file fails before our search path is tried.
+  """
+  from gin import config as gin_config
+  from gin import resource_reader
+
+  def exists(path: str) -> bool:
+    try:
+      return resource_reader.system_path_file_exists(path)
+    except TypeError:
+      return False
+
+  gin_config._FILE_READERS[:] = [
+    (reader, exists if check is resource_reader.system_path_file_exists else check)
+    for reader, check in gin_config._FILE_READERS
+  ]
+
+
+_tolerate_namespace_packages_in_includes()
+
+
 def check_gin_syntax(files: Sequence[str], bindings: Sequence[str]) -> None:
   """Refuses a missing gin file or a binding that does not parse, naming it and its position.
 

@@ -140,3 +140,20 @@ def test_a_bad_flag_is_one_error_line_naming_it():
   assert result.stderr == (
     "pipelines-train: error: Unknown command line flag 'seeds' (--help lists the flags)\n"
   )
+
+
+def test_gin_includes_work_beside_a_folder_named_like_the_include(tmp_path, monkeypatch):
+  """An `envs/` folder on sys.path (a namespace package) must not break `include 'envs/...'`."""
+  import gin
+
+  from pipelines import cli, configurables  # noqa: F401  registers every configurable
+
+  (tmp_path / "envs").mkdir()
+  monkeypatch.syspath_prepend(str(tmp_path))
+  monkeypatch.chdir(tmp_path)
+  gin.clear_config()
+  try:
+    cli.parse_gin([str(REPO / "gin/dqn_cartpole.gin")], [])
+    assert gin.query_parameter("gymnasium_env.env_id") == "CartPole-v1"
+  finally:
+    gin.clear_config()

@@ -223,7 +223,7 @@ def _status(folder, roles: list[_Role], seconds: float) -> str:
     )
   exports = folder.read_metrics(rf.EVAL_EXPORTS)
   evaluator = (
-    f"; evaluator: {exports[-1]['average_return']:.1f} at train step {exports[-1]['train_step']}"
+    f"; evaluator: {exports[-1]['average_return']:.1f} at train step {exports[-1]['train_steps']}"
     if exports
     else ""
   )

@@ -32,3 +32,19 @@ def test_the_previous_handlers_are_back_afterwards():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
   finally:
     signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_waiting_line_is_said_at_once_then_at_most_every_interval(capsys):
+  now = [100.0]
+  line = signals.WaitingLine("learner: waiting", every=10, clock=lambda: now[0])
+  for t in (100.0, 105.0, 109.9, 110.0, 115.0, 121.0):
+    now[0] = t
+    line.tick()
+  assert capsys.readouterr().out.splitlines() == ["learner: waiting"] * 3  # at 100, 110, 121
+  once = signals.WaitingLine("eval: waiting", clock=lambda: now[0])
+  for t in (0.0, 1e6):
+    now[0] = t
+    once.tick()
+  once.done()  # a new wait is said again
+  once.tick()
+  assert capsys.readouterr().out.splitlines() == ["eval: waiting"] * 2

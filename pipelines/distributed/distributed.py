@@ -45,7 +45,7 @@ from pipelines.replay import replay
 from pipelines.replay import reverb_replay as rr
 from pipelines.storage import checkpoints
 from pipelines.storage import run_folder as rf
-from pipelines.training import experiment, learning
+from pipelines.training import experiment, learning, recorder
 
 
 def plan_from_gin() -> rr.ReplayPlan:
@@ -125,17 +125,16 @@ class _Tally:
 
 def _wait_for_variables(client, who: str, timeout: float) -> None:
   deadline = time.monotonic() + timeout
-  said = False
+  waiting = signals.WaitingLine(f"{who}: waiting for the learner's first weights")
   while client.server_info()[rr.VARIABLES].current_size == 0:
     if time.monotonic() > deadline:
       raise PipelineError(f"{who}: no weights from a learner after {timeout:.0f} s")
-    if not said:
-      print(f"{who}: waiting for the learner's first weights", flush=True)
-      said = True
+    waiting.tick()
     time.sleep(0.5)
 
 
-@gin.configurable
+# The role's flags arrive as arguments; gin binds only its tuning knobs (one channel each).
+@gin.configurable(denylist=["address", "actor_id", "wait_timeout"])
 def run_actor(address: str, actor_id: int, wait_timeout: float, steps_per_run: int = 64) -> int:
   """Collects until SIGINT/SIGTERM. Actor k's copies are seeded from `seed + 1000 (k + 1)`
   (`environments.copy_seeds`).
@@ -222,7 +221,8 @@ class ReverbLearner:
     self._variables = variables_nest(agent, agent.train_step_counter, self._env_steps.environment_steps)
     self._games: list[float] = []
     self._last_loss = 0.0
-    self._said = 0.0
+    waiting = f"learner: waiting for experience from actors (replay at {address})"
+    self._waiting = signals.WaitingLine(waiting, every=10)
     self._client = None
     self._update = tf.function(agent.train, jit_compile=not plan.on_policy, autograph=False)
     self._train = tf.function(self._train_steps, autograph=False)
@@ -288,9 +288,7 @@ class ReverbLearner:
         self._last_loss = float(self._train(self._iterator, tf.constant(steps)))
       except tf.errors.OutOfRangeError:  # nothing to sample for 2 s: actors absent or slow
         self._iterator = iter(self._dataset)
-        if time.monotonic() - self._said > 10:
-          print(f"learner: waiting for experience from actors (replay at {self._address})", flush=True)
-          self._said = time.monotonic()
+        self._waiting.tick()
         break
       self._container.push(self._variables)
     self._drain_reports()
@@ -325,7 +323,7 @@ class ReverbLearner:
     return games
 
 
-@gin.configurable
+@gin.configurable(denylist=["root_dir", "address", "wait_timeout"])
 def run_learner(root_dir: str, address: str, wait_timeout: float, push_period: int = 32) -> int:
   """The learner: `run_experiment` with a `ReverbLearner` trainer.
 
@@ -347,15 +345,16 @@ def run_learner(root_dir: str, address: str, wait_timeout: float, push_period: i
 # ---------------------------------------------------------------- evaluator
 
 
-@gin.configurable
+@gin.configurable(denylist=["root_dir"])
 def run_evaluator(root_dir: str, poll_seconds: float = 2.0) -> int:
   """Evaluates every new policy export of the run (Evaluator's gin settings)."""
   folder = rf.RunFolder(root_dir)
   parts = _components(seed_offset=20_000)
   evaluator = parts.evaluator  # the experiment seed's epsilon draws
+  frames_per_env_step = learning.configured(experiment.run_experiment, "frames_per_env_step")
   with signals.StopSignals() as stop:
     seen = None
-    said = False
+    waiting = signals.WaitingLine(f"eval: waiting for the first policy export in {folder.path(rf.POLICY)}")
     while stop.received is None:
       marker = folder.path(rf.POLICY) / "saved_model.pb"
       try:
@@ -363,9 +362,8 @@ def run_evaluator(root_dir: str, poll_seconds: float = 2.0) -> int:
       except FileNotFoundError:
         stamp = None
       if stamp is None or stamp == seen:
-        if stamp is None and not said:
-          print(f"eval: waiting for the first policy export in {folder.path(rf.POLICY)}", flush=True)
-          said = True
+        if stamp is None:
+          waiting.tick()
         time.sleep(poll_seconds)
         continue
       seen = stamp
@@ -374,12 +372,19 @@ def run_evaluator(root_dir: str, poll_seconds: float = 2.0) -> int:
       except (OSError, ValueError):  # caught mid-swap: try again at the next poll
         seen = None
         continue
-      train_step = int(policy.get_train_step())
+      env_steps, train_steps = checkpoints.exported_env_steps(policy), int(policy.get_train_step())
       result = evaluator(parts.eval_tf_env, policy)
-      record = {"train_step": train_step, "time": round(time.time(), 3), **result.summary()}
+      # The leading fields of metrics.jsonl (an export from before exports carried their env
+      # steps has train steps only); `time`: this role has no run clock of its own.
+      if env_steps is None:
+        fields = {"train_steps": train_steps}
+      else:
+        fields = recorder.clock_fields(env_steps, train_steps, frames_per_env_step)
+      record = {**fields, "time": round(time.time(), 3), **result.summary()}
       folder.append_metrics(record, rf.EVAL_EXPORTS)
+      where = f"{env_steps:,} env steps, " if env_steps is not None else ""
       print(
-        f"eval: train step {train_step}: average return {record['average_return']:.1f} "
+        f"eval: {where}train step {train_steps}: average return {record['average_return']:.1f} "
         f"over {record['num_episodes']} episodes",
         flush=True,
       )

@@ -20,7 +20,6 @@ Security: a Reverb server has no authentication and listens on all interfaces.
 from __future__ import annotations
 
 import dataclasses
-import math
 import shutil
 import tempfile
 import time
@@ -34,6 +33,7 @@ import tensorflow as tf
 from tf_agents.replay_buffers import reverb_replay_buffer
 from tf_agents.specs import tensor_spec
 
+from pipelines import signals
 from pipelines.errors import PipelineError
 from pipelines.replay.addresses import check_port_free, free_port, parse_address  # noqa: F401  (re-exported)
 
@@ -142,18 +142,16 @@ def wait_for_server(address: str, timeout: float, who: str, announce: bool = Tru
   parse_address(address)
   client = reverb.Client(address)
   deadline = time.monotonic() + timeout
-  said = 0.0 if announce else math.inf
+  waiting = signals.WaitingLine(f"{who}: waiting for replay server at {address}", every=10)
   while True:
     try:
       client.server_info(timeout=2)
       return client
     except Exception:  # noqa: BLE001  (grpc's errors: unavailable, deadline exceeded)
-      now = time.monotonic()
-      if now > deadline:
+      if time.monotonic() > deadline:
         raise PipelineError(f"{who}: no replay server at {address} after {timeout:.0f} s") from None
-      if said is not math.inf and now - said > 10:
-        print(f"{who}: waiting for replay server at {address}", flush=True)
-        said = now
+      if announce:
+        waiting.tick()
       time.sleep(0.2)
 
 

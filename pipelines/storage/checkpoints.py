@@ -269,8 +269,18 @@ class PolicyExporter:
   costs its weights only. `history/best.json` names the best one: `{"env_steps", "average_return"}`.
   """
 
-  def __init__(self, policy, train_step: tf.Variable, directory: Path, history: Path | None = None):
-    self._saver = policy_saver.PolicySaver(policy, train_step=train_step)
+  def __init__(
+    self,
+    policy,
+    train_step: tf.Variable,
+    directory: Path,
+    history: Path | None = None,
+    env_steps: tf.Variable | None = None,
+  ):
+    # The env steps ride along as TF-Agents' policy metadata (`exported_env_steps`), so
+    # whoever loads an export knows where on the run's axis it was taken.
+    metadata = {"env_steps": env_steps} if env_steps is not None else None
+    self._saver = policy_saver.PolicySaver(policy, train_step=train_step, metadata=metadata)
     self._directory = Path(directory)
     self._history = None if history is None else Path(history)
 
@@ -380,6 +390,13 @@ def load_saved_policy(directory: Path, variables: Path | None = None):
     status = tf.train.Checkpoint(policy=policy).read(str(prefix))
     status.assert_existing_objects_matched().expect_partial()
   return policy
+
+
+def exported_env_steps(policy) -> int | None:
+  """The env steps at which `load_saved_policy`'s policy was exported (None: an export
+  written before exports carried them)."""
+  metadata = policy.get_metadata()
+  return int(metadata["env_steps"]) if "env_steps" in metadata else None
 
 
 def _first_line(error: BaseException) -> str:

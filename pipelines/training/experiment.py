@@ -39,8 +39,7 @@ from pipelines.envs import environments
 from pipelines.errors import PipelineError, WriteError
 from pipelines.storage import checkpoints
 from pipelines.storage import run_folder as rf
-from pipelines.tools import plots
-from pipelines.training import collection, evaluation, learning, progress, video, warm_start
+from pipelines.training import collection, evaluation, learning, progress, recorder, video, warm_start
 
 # One graph call runs about this many env steps, so progress and signals stay responsive.
 _ENV_STEPS_PER_CALL = 1_000
@@ -71,6 +70,20 @@ class IntervalTrigger(interval_trigger.IntervalTrigger):
     if self._interval <= 0:
       return math.inf
     return self._last_trigger_value + self._interval - step
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """When the loop does what: `run_experiment`'s settings of the same names, in env steps
+  summed over copies (`progress_interval`: seconds). An interval None or 0: never."""
+
+  num_env_steps: int
+  eval_interval: int | None
+  checkpoint_interval: int | None
+  policy_export_interval: int | None
+  log_interval: int | None
+  target_return: float | None
+  progress_interval: float
 
 
 @dataclasses.dataclass
@@ -191,25 +204,24 @@ def run_experiment(
         shown = "; ".join(f"{key}: {was} -> {now}" for key, (was, now) in changes.items())
         print(f"Continuing {folder.root} with changed settings: {shown}", file=sys.stderr)
       loop = _Loop(folder, parts, frames_per_env_step)
-      with loop.train_writer.as_default(step=0):  # TensorBoard's text tab shows the config
-        tf.summary.text("operative_config", "```\n" + operative_config + "\n```")
+      loop.recorder.config(operative_config)
     # Writes without a more precise `_writing` around them (TensorBoard's event files) fail
     # in one line too; here only errors that name a write fault are taken for one.
+    schedule = Schedule(
+      num_env_steps=num_env_steps,
+      eval_interval=eval_interval,
+      checkpoint_interval=checkpoint_interval,
+      policy_export_interval=policy_export_interval,
+      log_interval=log_interval,
+      target_return=target_return,
+      progress_interval=progress_interval,
+    )
     with _writing("training", None, folder.root, loop.checkpoint_note, any_os=False):
-      return loop.run(
-        num_env_steps,
-        eval_interval,
-        checkpoint_interval,
-        policy_export_interval,
-        target_return,
-        log_interval,
-        progress_interval,
-      )
+      return loop.run(schedule)
   finally:
     if loop is not None:  # summaries of a run stopped by a signal or an error too
-      for writer in (loop.train_writer, loop.eval_writer):
-        with contextlib.suppress(Exception):
-          writer.flush()
+      with contextlib.suppress(Exception):
+        loop.recorder.flush()
       loop.videos.close()
     folder.unlock()
     parts.close()
@@ -266,9 +278,6 @@ class _Loop:
     source = parts.trainer if isinstance(parts.trainer, learning.GameScores) else parts.collect_env
     self.pop_game_returns = source.pop_game_returns
     self.frames_per_env_step = frames_per_env_step
-    # Whole games finished since the last record of metrics.jsonl / train_metrics.jsonl.
-    self.game_returns: list[float] = []
-    self.logged_game_returns: list[float] = []
     self.agent = agent = parts.agent
     self.trainer = trainer = parts.trainer
     self.evaluator = parts.evaluator
@@ -288,13 +297,16 @@ class _Loop:
       **trainer.checkpoint_items(),
     )
     self.policy_exporter = checkpoints.PolicyExporter(
-      agent.policy, train_step, folder.path(rf.POLICY), folder.path(rf.POLICIES)
+      agent.policy,
+      train_step,
+      folder.path(rf.POLICY),
+      folder.path(rf.POLICIES),
+      env_steps=metrics.env_steps.environment_steps,
     )
     self.videos = video.EvalVideos(
       folder.path(rf.VIDEOS), epsilon=getattr(parts.evaluator, "epsilon", 0.0), seed=parts.seed + 20_000
     )
-    self.train_writer = tf.summary.create_file_writer(str(folder.path(rf.TRAIN_SUMMARIES)))
-    self.eval_writer = tf.summary.create_file_writer(str(folder.path(rf.EVAL_SUMMARIES)))
+    self.recorder = recorder.Recorder(folder, frames_per_env_step, writing=self._writing)
     self.last_eval: dict | None = None
     self._restored = False
     self._saved_at: tuple[int, int] | None = None  # (env steps, train steps) of the last checkpoint
@@ -318,25 +330,13 @@ class _Loop:
   def _writing(self, what: str, path):
     return _writing(what, path, self.folder.root, self.checkpoint_note)
 
-  def run(
-    self,
-    num_env_steps,
-    eval_interval,
-    checkpoint_interval,
-    export_interval,
-    target_return,
-    log_interval,
-    progress_interval=60.0,
-  ):
+  def run(self, schedule: Schedule) -> dict:
     restored = self.checkpointer.restore()
     self._restored = True
     self._saved_at = (self.env_steps, int(self.train_step)) if restored else None
-    with self._writing("metrics rewrite", self.folder.path(rf.METRICS)):
-      self.folder.truncate_metrics(self.env_steps)
-      self.folder.truncate_metrics(self.env_steps, rf.TRAIN_METRICS)
+    records = self.recorder.rewind(self.env_steps)
     if restored:
       print(f"Resuming {self.folder.root} at {self.env_steps} env steps", file=sys.stderr)
-    records = self.folder.read_metrics()
     self.last_eval = records[-1] if records else None
     # Policies saved after the restored checkpoint belong to a future that was thrown away:
     # removed, so each numbered policy and `best` is one this run's history leads to.
@@ -353,25 +353,23 @@ class _Loop:
     # it records, the export after the checkpoint.
     step = self.env_steps
     triggers = [
-      IntervalTrigger(eval_interval, self._evaluate, step),
-      IntervalTrigger(log_interval, self._log, step),
-      IntervalTrigger(checkpoint_interval, self._save, step),
-      IntervalTrigger(export_interval, self._export, step),
+      IntervalTrigger(schedule.eval_interval, self._evaluate, step),
+      IntervalTrigger(schedule.log_interval, self._log, step),
+      IntervalTrigger(schedule.checkpoint_interval, self._save, step),
+      IntervalTrigger(schedule.policy_export_interval, self._export, step),
     ]
     self._log_start = (self.env_steps, self._elapsed())
     per_iteration = self.trainer.env_steps_per_iteration
 
     def reached() -> bool:
-      return (
-        target_return is not None
-        and self.last_eval is not None
-        and (self.last_eval["average_return"] >= target_return)
-      )
+      target = schedule.target_return
+      return target is not None and self.last_eval is not None and self.last_eval["average_return"] >= target
 
-    with signals.StopSignals() as stop, self._progress(num_env_steps, progress_interval) as report:
-      while self.env_steps < num_env_steps and not reached() and stop.received is None:
+    total = schedule.num_env_steps
+    with signals.StopSignals() as stop, self._progress(total, schedule.progress_interval) as report:
+      while self.env_steps < total and not reached() and stop.received is None:
         budget = min(
-          num_env_steps - self.env_steps,
+          total - self.env_steps,
           max(_ENV_STEPS_PER_CALL, per_iteration),
           *(max(t.steps_to_next(self.env_steps), 1) for t in triggers),
         )
@@ -382,8 +380,8 @@ class _Loop:
             f"the loss became {loss} at train step {int(self.train_step)}; stopped without "
             f"saving, the last good checkpoint in {self.folder.path(rf.CHECKPOINTS)} is kept"
           )
-        self._train_summaries(loss)
-        self._game_summaries()
+        self.recorder.training(self.env_steps, int(self.train_step), loss, self._collection_metrics())
+        self.recorder.games(self.env_steps, self.pop_game_returns())
         for trigger in triggers:
           trigger(self.env_steps)
         report.update(self.env_steps, int(self.train_step), self.last_eval)  # after the events
@@ -402,71 +400,30 @@ class _Loop:
     # A bar on a terminal; in a file or CI log a line every `interval` seconds.
     return progress.Progress(total, self.env_steps, self.frames_per_env_step, interval)
 
-  def _train_summaries(self, loss: float) -> None:
-    with self.train_writer.as_default(step=self.train_step):
-      tf.summary.scalar("losses/loss", loss)
-      tf.summary.scalar("charts/env_steps", self.env_steps)
-      for metric in vars(self.metrics).values():
-        metric.tf_summaries(train_step=self.train_step, step_metrics=[self.metrics.env_steps])
+  def _collection_metrics(self) -> list:
+    # Env steps are the axis itself, not a curve of their own.
+    return [m for m in vars(self.metrics).values() if m is not self.metrics.env_steps]
 
-  def _game_summaries(self) -> None:
-    """Whole-game training scores the environment reported (Atari: unclipped, all lives)."""
-    games = self.pop_game_returns()
-    if not games:
-      return
-    self.game_returns.extend(games)
-    self.logged_game_returns.extend(games)
-    with self.train_writer.as_default(step=self.env_steps):
-      tf.summary.scalar("charts/train_game_return", float(np.mean(games)))
-    if self.frames_per_env_step:
-      with self.train_writer.as_default(step=self.env_steps * self.frames_per_env_step):
-        tf.summary.scalar("frames/train_game_return", float(np.mean(games)))
-
-  def _frames(self) -> dict:
-    return {"frames": self.env_steps * self.frames_per_env_step} if self.frames_per_env_step else {}
+  def _fields(self) -> dict:
+    """What every record starts with: env steps (frames), train steps, wall seconds."""
+    fields = self.recorder.fields(self.env_steps, int(self.train_step))
+    return {**fields, "wall_seconds": round(self._elapsed(), 3)}
 
   def _log(self) -> None:
     """One training record: whole-game returns finished since the last one, and speed."""
-    games, self.logged_game_returns = self.logged_game_returns, []
     steps, seconds = self._log_start
     self._log_start = (self.env_steps, self._elapsed())
-    record = {
-      "env_steps": self.env_steps,
-      **self._frames(),
-      "train_steps": int(self.train_step),
-      "wall_seconds": round(self._elapsed(), 3),
-      "train_game_return": float(np.mean(games)) if games else None,
-      "train_games": len(games),
-      "env_steps_per_second": round((self.env_steps - steps) / max(self._elapsed() - seconds, 1e-9), 2),
-    }
-    with self._writing("training record", self.folder.path(rf.TRAIN_METRICS)):
-      self.folder.append_metrics(record, rf.TRAIN_METRICS)
+    self.recorder.train_record(
+      self._fields(),
+      env_steps_per_second=round((self.env_steps - steps) / max(self._elapsed() - seconds, 1e-9), 2),
+    )
 
   def _evaluate(self) -> dict:
     result = self.evaluator(self.eval_env, self.agent.policy)
     self.eval_py_env.pop_game_returns()  # evaluation games are counted by the evaluator
     self.eval_seconds.assign_add(result.seconds)
-    frames = self._frames()
-    games, self.game_returns = self.game_returns, []
-    record = {
-      "env_steps": self.env_steps,
-      **frames,
-      "train_steps": int(self.train_step),
-      "wall_seconds": round(self._elapsed(), 3),
-      "eval_seconds": round(float(self.eval_seconds), 3),
-      **result.summary(),
-      # Training games finished since the previous record (None when none finished).
-      "train_game_return": float(np.mean(games)) if games else None,
-      "train_games": len(games),
-    }
-    with self._writing("metrics record", self.folder.path(rf.METRICS)):
-      self.folder.append_metrics(record)
-    with self.eval_writer.as_default(step=self.env_steps):
-      for key in ("average_return", "return_std", "average_episode_length"):
-        tf.summary.scalar(f"eval/{key}", record[key])
-    if frames:
-      with self.eval_writer.as_default(step=frames["frames"]):
-        tf.summary.scalar("frames/average_return", record["average_return"])
+    fields = {**self._fields(), "eval_seconds": round(float(self.eval_seconds), 3)}
+    record = self.recorder.evaluation(fields, result.summary())
     self.last_eval = record
     # Now, not at the next export: `best` is the policy that was evaluated.
     with self._writing("best policy", self.folder.path(rf.POLICIES)):
@@ -505,9 +462,6 @@ class _Loop:
     self._video(final=True)
     self._save()
     self._export()
-    x_key = "frames" if self.frames_per_env_step else "env_steps"
-    with self._writing("learning curve", self.folder.path(rf.LEARNING_CURVE)):
-      plots.learning_curve(self.folder.read_metrics(), self.folder.path(rf.LEARNING_CURVE), x_key=x_key)
-    for writer in (self.train_writer, self.eval_writer):
-      writer.flush()
+    self.recorder.learning_curve()
+    self.recorder.flush()
     return self.last_eval

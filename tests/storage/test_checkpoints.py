@@ -305,3 +305,39 @@ def test_side_files_come_before_their_tf_checkpoint_and_leave_with_it(tmp_path):
   restored_step, restored_side = tf.Variable(0, dtype=tf.int64), _SideFile()
   assert checkpoints.Checkpointer(tmp_path, step=restored_step, replay=restored_side).restore()
   assert int(restored_step) == 300 and restored_side.restored_from == tmp_path / "ckpt-300.replay"
+
+
+def test_an_export_carries_its_env_steps_and_a_numbered_policy_its_weights(tmp_path):
+  """Exports and checkpoints share one axis: the loaded policy says at which env steps it was
+  exported (the distributed evaluator's records), and `policies/<env_steps>/` restores that
+  step's weights into the exported graph."""
+  from tf_agents.networks import sequential
+  from tf_agents.policies import q_policy
+
+  observation = tensor_spec.TensorSpec((2,), tf.float32)
+  actions = tensor_spec.BoundedTensorSpec((), tf.int32, 0, 1)
+  net = sequential.Sequential([tf.keras.layers.Dense(2)], input_spec=observation)
+  policy = q_policy.QPolicy(ts.time_step_spec(observation), actions, q_network=net)
+  net.create_variables()
+  train_step = tf.Variable(7, dtype=tf.int64)
+  env_steps = tf.Variable(1_200, dtype=tf.int64)
+  exporter = checkpoints.PolicyExporter(
+    policy, train_step, tmp_path / rf.POLICY, tmp_path / rf.POLICIES, env_steps=env_steps
+  )
+  exporter.export(1_200)
+  first_weights = [w.numpy().copy() for w in net.weights]
+  for weight in net.weights:
+    weight.assign(weight + 1.0)
+  train_step.assign(9)
+  env_steps.assign(1_800)
+  exporter.export(1_800)
+
+  latest = checkpoints.load_saved_policy(tmp_path / rf.POLICY)
+  assert (checkpoints.exported_env_steps(latest), int(latest.get_train_step())) == (1_800, 9)
+  older = checkpoints.load_saved_policy(tmp_path / rf.POLICY, tmp_path / rf.POLICIES / "1200")
+  assert int(older.get_train_step()) == 7
+  assert all(np.allclose(a, b.numpy()) for a, b in zip(first_weights, older.model_variables, strict=True))
+
+  plain = checkpoints.PolicyExporter(policy, train_step, tmp_path / "plain")
+  plain.export()
+  assert checkpoints.exported_env_steps(checkpoints.load_saved_policy(tmp_path / "plain")) is None

@@ -16,10 +16,10 @@ latest export (`policy/`), the one of the best evaluation, or the one saved at N
 are applied after the run's operative config, e.g. to cap evaluation games:
 
     pipelines-evaluate --root_dir=runs/breakout --video=breakout.mp4 --num_episodes=1
-      --gin_bindings="eval/eval/atari_env.max_episode_frames = 18_000"
+      --gin_bindings="eval/eval/AtariProtocol.max_episode_frames = 18_000"
 
 Bind a parameter under the scope `operative_config.gin` records it with: gin lets the most
-specific scope win, so there `eval/atari_env.x` would lose to the file's `eval/eval/atari_env.x`
+specific scope win, so there `eval/AtariProtocol.x` would lose to the file's `eval/eval/AtariProtocol.x`
 (`make_environment` re-enters its scope around `env_fn`).
 """
 

@@ -95,7 +95,7 @@ EXPERIMENTS = {
       "OffPolicyTrainer.initial_collect_steps = 100",
       "Evaluator.num_episodes = 10",  # a range of a barely trained policy needs a few games
       "eval/make_environment.num_envs = 2",
-      "eval/atari_env.max_episode_frames = 2_000",
+      "eval/AtariProtocol.max_episode_frames = 2_000",
       "frame_stack_replay.capacity = 2_000",
     ],
     budget=3_000,

@@ -14,7 +14,8 @@ Two interchangeable ways to get the same observations, chosen by one binding:
 Both emit uint8 stacks of shape (4, 84, 84), oldest frame first (`q_network` transposes
 them to channels-last inside the network); with no-op starts and sticky actions off, the
 two paths emit pixel-equal observations for the same actions (tests/experiments/test_atari_protocols.py).
-Each protocol's choices are parameters bound in its gin file: a life loss may end the
+Each protocol's choices are the fields of one `AtariProtocol`, bound once in its gin file
+for both paths (`AtariProtocol.sticky_action_probability = 0.25`): a life loss may end the
 agent's episode (Nature's "terminal on life loss", `episodic_life`) without resetting the
 game, and may then start the new life's stack from zeros (`zero_stack_on_life_loss`, as
 DeepMind's `TransitionTable:concatFrames` does); rewards may be clipped to their sign
@@ -34,12 +35,15 @@ after every life loss that no agent step counts).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import ale_py
 import gin
 import gymnasium as gym
 import numpy as np
+
+from pipelines.errors import PipelineError
 
 gym.register_envs(ale_py)
 
@@ -114,19 +118,14 @@ def _sign(reward):
 
 
 @gin.configurable
-def atari_env(
-  game: str = "Breakout",
-  episodic_life: bool = True,
-  zero_stack_on_life_loss: bool = True,
-  clip_rewards: bool = True,
-  sticky_action_probability: float = 0.0,
-  max_episode_frames: int = 108_000,
-  noop_max: int = 30,
-  fire_on_reset: bool = False,
-  render_mode: str | None = None,
-) -> gym.Env:
-  """One preprocessed Atari game: 'ALE/<game>-v5' at frameskip 1, then gymnasium wrappers.
+@dataclasses.dataclass(frozen=True)
+class AtariProtocol:
+  """What an Atari experiment decides about the game, the same on both paths.
 
+      AtariProtocol.sticky_action_probability = 0.25   # in the experiment's gin file
+      eval/AtariProtocol.episodic_life = False          # evaluation plays whole games
+
+  game: ALE's name, e.g. 'Breakout', 'SpaceInvaders'.
   episodic_life: a life loss ends the agent's episode (not the game).
   zero_stack_on_life_loss: with episodic_life, the first observation of a new life is
     [0, 0, 0, f], then [0, 0, f, f'], ... (DeepMind's TransitionTable:concatFrames zeroes
@@ -137,19 +136,49 @@ def atari_env(
   noop_max: up to this many no-op frames at the start of each game (0: none).
   fire_on_reset: press FIRE after each game reset, for games that wait for it.
   """
+
+  game: str = "Breakout"
+  episodic_life: bool = True
+  zero_stack_on_life_loss: bool = True
+  clip_rewards: bool = True
+  sticky_action_probability: float = 0.0
+  max_episode_frames: int = 108_000
+  noop_max: int = 30
+  fire_on_reset: bool = False
+
+
+def _protocol(protocol: AtariProtocol | None, env_fn: str, retired: dict) -> AtariProtocol:
+  """The protocol to build with: the given one, else the gin-bound one of the current scope."""
+  if retired:  # a gin file written before the protocol was bound once
+    name = next(iter(retired))
+    moved = name in {f.name for f in dataclasses.fields(AtariProtocol)}
+    hint = f"; bind AtariProtocol.{name} instead (once, for both paths)" if moved else ""
+    raise PipelineError(f"{env_fn} has no parameter {name}{hint}")
+  return protocol if protocol is not None else AtariProtocol()
+
+
+@gin.configurable
+def atari_env(protocol: AtariProtocol | None = None, render_mode: str | None = None, **retired) -> gym.Env:
+  """One preprocessed Atari game: 'ALE/<game>-v5' at frameskip 1, then gymnasium wrappers.
+
+  protocol: None: `AtariProtocol()` with the gin bindings in force (the usual way).
+  render_mode: gymnasium's, e.g. 'rgb_array' for videos.
+  """
+  protocol = _protocol(protocol, "atari_env", retired)
+  episodic_life, zero_stack_on_life_loss = protocol.episodic_life, protocol.zero_stack_on_life_loss
   env = gym.make(
-    f"ALE/{game}-v5",
+    f"ALE/{protocol.game}-v5",
     frameskip=1,  # AtariPreprocessing skips frames and max-pools the last two
-    repeat_action_probability=sticky_action_probability,
+    repeat_action_probability=protocol.sticky_action_probability,
     full_action_space=False,
-    max_num_frames_per_episode=max_episode_frames,
+    max_num_frames_per_episode=protocol.max_episode_frames,
     render_mode=render_mode,
   )
   env = gym.wrappers.AtariPreprocessing(
-    env, noop_max=noop_max, frame_skip=FRAME_SKIP, screen_size=84, grayscale_obs=True
+    env, noop_max=protocol.noop_max, frame_skip=FRAME_SKIP, screen_size=84, grayscale_obs=True
   )
   env = gym.wrappers.RecordEpisodeStatistics(env)  # full game, unclipped, all lives
-  if fire_on_reset and _has_fire(env):
+  if protocol.fire_on_reset and _has_fire(env):
     env = FireOnReset(env)
   if episodic_life and zero_stack_on_life_loss:
     env = EpisodicLife(env)  # each life's reset pads the stack below with zeros
@@ -158,7 +187,7 @@ def atari_env(
   env = gym.wrappers.FrameStackObservation(env, STACK, padding_type="zero")
   if episodic_life and not zero_stack_on_life_loss:
     env = EpisodicLife(env)
-  if clip_rewards:
+  if protocol.clip_rewards:
     env = gym.wrappers.TransformReward(env, _sign)
   return env
 
@@ -260,30 +289,24 @@ class _AtariEpisodes(gym.vector.VectorWrapper):
 
 @gin.configurable
 def atari_vector_env(
-  num_envs: int,
-  game: str = "Breakout",
-  episodic_life: bool = True,
-  zero_stack_on_life_loss: bool = True,
-  clip_rewards: bool = True,
-  sticky_action_probability: float = 0.0,
-  max_episode_frames: int = 108_000,
-  noop_max: int = 30,
-  fire_on_reset: bool = False,
-  num_threads: int = 0,
+  num_envs: int, protocol: AtariProtocol | None = None, num_threads: int = 0, **retired
 ) -> gym.vector.VectorEnv:
   """`num_envs` games in ale-py's `AtariVectorEnv` (C++ threads), same observations as `atari_env`.
 
+  protocol: None: `AtariProtocol()` with the gin bindings in force (the usual way).
   num_threads: C++ worker threads (0: one per copy, capped by the machine's cores).
-  Other arguments as in `atari_env`. ale-py draws 0 to noop_max - 1 no-op frames where
-  gymnasium's AtariPreprocessing draws 1 to noop_max, and counts max_episode_frames from the
-  end of the no-op starts where ALE counts them from the reset.
+  ale-py draws 0 to noop_max - 1 no-op frames where gymnasium's AtariPreprocessing draws 1
+  to noop_max, and counts max_episode_frames from the end of the no-op starts where ALE
+  counts them from the reset.
   """
+  protocol = _protocol(protocol, "atari_vector_env", retired)
+  episodic_life = protocol.episodic_life
   env = ale_py.vector_env.AtariVectorEnv(
-    _snake_case(game),
+    _snake_case(protocol.game),
     num_envs,
     num_threads=num_threads,
-    max_num_frames_per_episode=max_episode_frames,
-    repeat_action_probability=sticky_action_probability,
+    max_num_frames_per_episode=protocol.max_episode_frames,
+    repeat_action_probability=protocol.sticky_action_probability,
     full_action_space=False,
     autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
     img_height=84,
@@ -292,26 +315,16 @@ def atari_vector_env(
     stack_num=STACK,
     frameskip=FRAME_SKIP,
     maxpool=True,
-    noop_max=noop_max,
+    noop_max=protocol.noop_max,
     # `episodic_life=True` would restart the whole game at each life loss; life_loss_info
     # ends the episode there and lets the game go on (checked in tests/envs/test_atari.py).
     episodic_life=False,
     life_loss_info=episodic_life,
     reward_clipping=False,  # clipped after the score is counted, by _AtariEpisodes
-    use_fire_reset=fire_on_reset,
+    use_fire_reset=protocol.fire_on_reset,
   )
-  episodes = _AtariEpisodes(env, clip_rewards=clip_rewards, zero_stack_on_life_loss=zero_stack_on_life_loss)
-  # What `renderable_copy` needs to rebuild one copy with the same protocol on the wrapper path.
-  episodes.protocol = dict(
-    game=game,
-    episodic_life=episodic_life,
-    zero_stack_on_life_loss=zero_stack_on_life_loss,
-    clip_rewards=clip_rewards,
-    sticky_action_probability=sticky_action_probability,
-    max_episode_frames=max_episode_frames,
-    noop_max=noop_max,
-    fire_on_reset=fire_on_reset,
-  )
+  episodes = _AtariEpisodes(env, protocol.clip_rewards, protocol.zero_stack_on_life_loss)
+  episodes.protocol = protocol  # for `renderable_copy`: one copy on the wrapper path
   return episodes
 
 
@@ -319,8 +332,8 @@ def renderable_copy(vector_env: gym.vector.VectorEnv) -> gym.Env:
   """One `atari_env` game with the protocol of an `atari_vector_env`, for `pipelines-evaluate --video`.
 
   ale-py's `AtariVectorEnv` keeps its emulators in C++ and exposes no `render()` nor their
-  screens, so a video of a fast-path run is played on the wrapper path instead, with every
-  protocol argument the run's gin gave the vector env (sticky actions, no-op starts, life-loss
+  screens, so a video of a fast-path run is played on the wrapper path instead, with the
+  vector env's own `AtariProtocol` (sticky actions, no-op starts, life-loss
   terminals and zeroed stacks, reward clipping, FIRE, frame cap; frame skip 4 with a max
   over the last two frames and 84x84 grey 4-stacks on both paths). The observations the
   policy sees are pixel-equal for the same actions (tests/experiments/test_atari_protocols.py); the only
@@ -330,4 +343,4 @@ def renderable_copy(vector_env: gym.vector.VectorEnv) -> gym.Env:
   protocol = getattr(vector_env, "protocol", None)
   if protocol is None:
     raise TypeError(f"{type(vector_env).__name__} was not built by atari_vector_env")
-  return atari_env(**protocol)
+  return atari_env(protocol=protocol)

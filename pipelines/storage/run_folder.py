@@ -15,6 +15,7 @@ import fnmatch
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -116,6 +117,30 @@ class _AsWritten(config_parser.ParserDelegate):
 
   def macro(self, name):
     return _Text(f"%{name}")
+
+
+# Parameters that moved since runs were started: a stored operative config is read with
+# today's names, so those runs still resume (and a real change to one is still refused).
+# (selector.parameter pattern, replacement), matched after the scope.
+MOVED_PARAMETERS = [
+  # The Atari protocol, once bound on both paths' factories, is bound once (session 9).
+  (
+    r"atari(?:_vector)?_env\.(game|episodic_life|zero_stack_on_life_loss|clip_rewards"
+    r"|sticky_action_probability|max_episode_frames|noop_max|fire_on_reset)",
+    r"AtariProtocol.\1",
+  ),
+]
+
+
+def migrated(values: dict[str, str]) -> dict[str, str]:
+  """`config_values` of a stored config with `MOVED_PARAMETERS` under their current names."""
+  result = {}
+  for key, value in values.items():
+    scope, _, name = key.rpartition("/")
+    for pattern, replacement in MOVED_PARAMETERS:
+      name = re.sub(f"^{pattern}$", replacement, name)
+    result[f"{scope}/{name}" if scope else name] = value
+  return result
 
 
 def config_values(config: str) -> dict[str, str]:
@@ -224,7 +249,7 @@ class RunFolder:
     stored = self.path(OPERATIVE_CONFIG)
     if not stored.exists() or _strip_comments(stored.read_text()) == _strip_comments(operative_config):
       return {}
-    old, new = config_values(stored.read_text()), config_values(operative_config)
+    old, new = migrated(config_values(stored.read_text())), config_values(operative_config)
     explicit = config_values(bound)
     differ = {}
     for key in sorted(old.keys() | new.keys()):

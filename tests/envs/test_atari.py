@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -29,7 +30,7 @@ FIRST, MID, LAST = ts.StepType.FIRST, ts.StepType.MID, ts.StepType.LAST
 
 
 def test_preprocessing_and_stacking():
-  env = atari.atari_env(episodic_life=False, clip_rewards=False)
+  env = atari.atari_env(atari.AtariProtocol(episodic_life=False, clip_rewards=False))
   observation, _ = env.reset(seed=0)
   assert observation.shape == (4, 84, 84) and observation.dtype == np.uint8
   assert not observation[:3].any() and observation[3].any()  # zeros before the first frame
@@ -45,8 +46,8 @@ def test_training_env_is_the_game_with_life_episodes_and_clipped_rewards():
   """The training env (life-loss episodes, clipped rewards) replays the very same game as an
   unclipped whole-game env fed the same actions (and the NOOP that starts each new life),
   and reports the whole game's score."""
-  train = atari.atari_env(episodic_life=True, clip_rewards=True)
-  game = atari.atari_env(episodic_life=False, clip_rewards=False)
+  train = atari.atari_env(atari.AtariProtocol(episodic_life=True, clip_rewards=True))
+  game = atari.atari_env(atari.AtariProtocol(episodic_life=False, clip_rewards=False))
   obs_t, _ = train.reset(seed=3)
   obs_g, _ = game.reset(seed=3)
   rng = np.random.default_rng(0)
@@ -108,7 +109,8 @@ def test_vector_env_matches_the_wrapper_observation_contract():
 
 def test_vector_env_reports_whole_game_scores():
   env = environments.make_environment(
-    vector_env_fn=lambda num_envs: atari.atari_vector_env(num_envs, clip_rewards=False), num_envs=1
+    vector_env_fn=lambda num_envs: atari.atari_vector_env(num_envs, atari.AtariProtocol(clip_rewards=False)),
+    num_envs=1,
   )
   emitted = _step_all(env, 3_000, np.random.default_rng(1))
   games = env.pop_game_returns()
@@ -136,14 +138,14 @@ def _data_spec():
 @pytest.mark.parametrize("fast", [False, True], ids=["wrappers", "vector_env"])
 def test_replay_rebuilds_emitted_stacks_across_episode_starts(fast, zero_stack, tmp_path):
   num_envs, steps, capacity = 2, 500, 2 * 150  # the ring wraps around three times
+  protocol = atari.AtariProtocol(zero_stack_on_life_loss=zero_stack)
   if fast:
     env = environments.make_environment(
-      vector_env_fn=lambda num_envs: atari.atari_vector_env(num_envs, zero_stack_on_life_loss=zero_stack),
-      num_envs=num_envs,
+      vector_env_fn=functools.partial(atari.atari_vector_env, protocol=protocol), num_envs=num_envs
     )
   else:
     env = environments.make_environment(
-      env_fn=lambda: atari.atari_env(zero_stack_on_life_loss=zero_stack), num_envs=num_envs
+      env_fn=functools.partial(atari.atari_env, protocol=protocol), num_envs=num_envs
     )
   emitted = _step_all(env, steps, np.random.default_rng(2))
   store = replay.FrameStore(_data_spec(), num_envs, capacity, seed=0)
@@ -214,7 +216,7 @@ def test_toy_breakout_run_is_killed_and_resumes_with_its_replay(tmp_path):
     "OffPolicyTrainer.initial_collect_steps = 100",
     "Evaluator.num_episodes = 1",
     "eval/make_environment.num_envs = 1",
-    "eval/atari_env.max_episode_frames = 1_000",
+    "eval/AtariProtocol.max_episode_frames = 1_000",
     "frame_stack_replay.capacity = 2_000",
   ]
   command = train_command(root, "gin/dqn_breakout_nature.gin", bindings, toy=False)

@@ -57,8 +57,9 @@ def _agent_steps_per_gradient_step() -> float:
   return q("OffPolicyTrainer.collect_steps_per_iteration") / q("OffPolicyTrainer.train_steps_per_iteration")
 
 
-def _both_paths(parameter: str, scope: str = "") -> list:
-  return [q(f"{scope}{fn}.{parameter}") for fn in ("atari_env", "atari_vector_env")]
+def _protocol(parameter: str, scope: str = ""):
+  """An `AtariProtocol` value: bound once, the same for both paths (atari_env, atari_vector_env)."""
+  return q(f"{scope}AtariProtocol.{parameter}")
 
 
 def _check_common_dqn() -> None:
@@ -81,10 +82,10 @@ def _check_common_dqn() -> None:
   assert q("linear_schedule.start") == 1.0  # initial exploration
   assert q("run_experiment.eval_interval") == 250_000  # agent steps = 1M frames per iteration
   assert q("collect/make_environment.num_envs") == 1  # one game, as both sources play
-  assert _both_paths("episodic_life", "eval/") == [False, False]  # evaluation: whole games
-  assert _both_paths("clip_rewards", "eval/") == [False, False]
-  assert _both_paths("clip_rewards") == [True, True]
-  assert _both_paths("fire_on_reset") == [False, False]  # neither source presses FIRE
+  assert _protocol("episodic_life", "eval/") is False  # evaluation: whole games
+  assert _protocol("clip_rewards", "eval/") is False
+  assert _protocol("clip_rewards") is True
+  assert _protocol("fire_on_reset") is False  # neither source presses FIRE
 
 
 def check_nature() -> None:
@@ -106,14 +107,14 @@ def check_nature() -> None:
   assert q("linear_schedule.duration") == 1_000_000  # final exploration "frame": agent steps
   assert q("linear_schedule.delay") == 50_000  # decay starts at the replay start
   assert q("OffPolicyTrainer.initial_collect_steps") == 50_000  # replay start, agent steps
-  assert _both_paths("noop_max") == [30, 30]  # no-op max, frames
-  assert _both_paths("sticky_action_probability") == [0.0, 0.0]
-  assert _both_paths("episodic_life") == [True, True]  # terminal on life loss
-  assert _both_paths("zero_stack_on_life_loss") == [True, True]  # TransitionTable:concatFrames
-  assert _both_paths("max_episode_frames") == [108_000, 108_000]
+  assert _protocol("noop_max") == 30  # no-op max, frames
+  assert _protocol("sticky_action_probability") == 0.0
+  assert _protocol("episodic_life") is True  # terminal on life loss
+  assert _protocol("zero_stack_on_life_loss") is True  # TransitionTable:concatFrames
+  assert _protocol("max_episode_frames") == 108_000
   assert q("Evaluator.epsilon") == 0.05
   assert q("Evaluator.num_episodes") == 30
-  assert _both_paths("max_episode_frames", "eval/") == [18_000, 18_000]  # 5 min at 60 Hz
+  assert _protocol("max_episode_frames", "eval/") == 18_000  # 5 min at 60 Hz
 
 
 def check_dopamine(legacy: bool = False) -> None:
@@ -146,12 +147,12 @@ def check_dopamine(legacy: bool = False) -> None:
   assert q("linear_schedule.delay") == 20_000  # min_replay_history, agent steps
   assert q("OffPolicyTrainer.initial_collect_steps") == 20_000
   assert q("Evaluator.epsilon") == 0.001  # epsilon_eval
-  assert _both_paths("sticky_action_probability") == [0.25, 0.25]  # sticky_actions = True
-  assert _both_paths("noop_max") == [0, 0]  # atari_lib: no no-op starts
-  assert _both_paths("episodic_life") == [False, False]  # terminal_on_life_loss = False
+  assert _protocol("sticky_action_probability") == 0.25  # sticky_actions = True
+  assert _protocol("noop_max") == 0  # atari_lib: no no-op starts
+  assert _protocol("episodic_life") is False  # terminal_on_life_loss = False
   # max_steps_per_episode: 27k agent steps = 108k frames, training and evaluation.
-  assert _both_paths("max_episode_frames") == [27_000 * atari.FRAME_SKIP] * 2
-  assert _both_paths("max_episode_frames", "eval/") == [27_000 * atari.FRAME_SKIP] * 2
+  assert _protocol("max_episode_frames") == 27_000 * atari.FRAME_SKIP
+  assert _protocol("max_episode_frames", "eval/") == 27_000 * atari.FRAME_SKIP
 
 
 TABLES = {
@@ -246,7 +247,7 @@ def _play_both_paths(num_envs: int, steps: int, seed: int):
   """The Nature protocol's collect env on both paths, fed the same random actions."""
   # No-op starts are drawn differently (gymnasium: 1..30, ale-py: 0..29) and sticky actions
   # are random: without them both paths replay the same deterministic game.
-  _parse(NATURE, ["atari_env.noop_max = 0", "atari_vector_env.noop_max = 0"])
+  _parse(NATURE, ["AtariProtocol.noop_max = 0"])
   with gin.config_scope("collect"):
     wrapped = environments.make_environment(env_fn=atari.atari_env, num_envs=num_envs, seed=seed)
     fast = environments.make_environment(vector_env_fn=atari.atari_vector_env, num_envs=num_envs, seed=seed)

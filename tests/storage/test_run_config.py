@@ -3,13 +3,14 @@
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 
 from pipelines.errors import PipelineError
 from pipelines.storage import run_folder as rf
 
-from conftest import train_here
+from conftest import REPO, train_here
 
 
 def _copy(toy_run, tmp_path):
@@ -73,7 +74,7 @@ def test_config_comparison_of_defaults_explicit_bindings_and_removed_parameters(
   folder = rf.RunFolder(tmp_path)
   stored = (
     "GAME = 'Breakout'\n"
-    "atari_env.game = %GAME\n"
+    "AtariProtocol.game = %GAME\n"
     "q_network.fc_layer_params = (512,)\n"
     "q_network.old_setting = 1\n"
     "run_experiment.num_env_steps = 1000\n"
@@ -120,3 +121,33 @@ def test_root_dir_checks_shared_by_runs_sweeps_and_studies(tmp_path):
   rf.RunFolder(launched).check_usable()
   with pytest.raises(PipelineError, match="holds no run"):
     rf.RunFolder(foreign).check_usable()
+
+
+def test_a_run_started_before_the_atari_protocol_was_bound_once_still_resumes(tmp_path):
+  """The stored config of the Breakout run started 2026-12-01 names `atari_env.*` per scope;
+  today's gin binds `AtariProtocol.*` once. Its values are read under today's names: the same
+  protocol continues, a changed one is still refused."""
+  import gin
+
+  from pipelines import cli, configurables
+
+  stored = (Path(__file__).parent / "data" / "breakout_dopamine_operative_config_2026-12-01.gin").read_text()
+  assert "collect/collect/atari_env.sticky_action_probability = 0.25" in stored
+  gin.clear_config()
+  try:
+    cli.parse_gin([str(REPO / "gin/dqn_breakout_dopamine.gin")], [])
+    configurables.experiment.build_components().close()
+    today = gin.operative_config_str()
+  finally:
+    gin.clear_config()
+  assert "AtariProtocol.sticky_action_probability = 0.25" in today
+  assert "atari_env.sticky_action_probability" not in today
+
+  folder = rf.RunFolder(tmp_path)
+  (tmp_path / rf.OPERATIVE_CONFIG).write_text(stored)
+  changes = folder.check_config(today)
+  assert not [key for key in changes if "atari" in key.lower()], changes
+  (tmp_path / rf.OPERATIVE_CONFIG).write_text(
+    stored.replace("sticky_action_probability = 0.25", "sticky_action_probability = 0.0")
+  )
+  assert "AtariProtocol.sticky_action_probability = 0.25 (run: 0.0)" in _refusal(folder, today)

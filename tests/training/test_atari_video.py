@@ -35,8 +35,7 @@ TOY = [
   "OffPolicyTrainer.initial_collect_steps = 100",
   "Evaluator.num_episodes = 1",
   "eval/make_environment.num_envs = 1",
-  f"eval/atari_env.max_episode_frames = {EVAL_CAP}",
-  f"eval/atari_vector_env.max_episode_frames = {EVAL_CAP}",
+  f"eval/AtariProtocol.max_episode_frames = {EVAL_CAP}",
   "frame_stack_replay.capacity = 1_000",
 ]
 RUNS = {
@@ -100,7 +99,7 @@ def test_gin_bindings_change_the_evaluation(breakout_runs, tmp_path):
   summary = _video(
     breakout_runs("wrapper"),
     tmp_path / "capped.mp4",
-    "--gin_bindings=eval/eval/atari_env.max_episode_frames = 200",
+    "--gin_bindings=eval/eval/AtariProtocol.max_episode_frames = 200",
   )
   assert (200 - 30) // 4 <= summary["lengths"][0] <= 200 // 4
 

@@ -130,7 +130,7 @@ def patched(obj, name: str, value):
 
 
 def project_variants(parts, steps: int, batch) -> dict[str, Callable[[], int]]:
-  """The project's update (XLA off, one target pass: gin/envs/atari.gin, agents.DqnAgent)
+  """The project's update (XLA off, one target pass: gin/agents/dqn_atari.gin, agents.DqnAgent)
   with one of those choices undone each, to show what each is worth."""
   agent = parts.agent
 

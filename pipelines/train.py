@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from absl import flags
 
@@ -49,9 +50,11 @@ def _train() -> int:
   # worker processes (`make_environment.parallel`) need it.
   system_multiprocessing.enable_interactive_mode()
   from pipelines import configurables, devices  # noqa: F401  registers every configurable
-  from pipelines.training import experiment  # noqa: F401  registers every configurable
+  from pipelines.training import experiment, warm_start  # noqa: F401  registers every configurable
 
   cli.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
+  if FLAGS.init_from and not warm_start.kept_checkpoints(Path(FLAGS.root_dir).expanduser()):
+    warm_start.find_checkpoint(FLAGS.init_from)  # a bad source: its one line, nothing before it
   devices.configure()  # before the run builds its first variable
   cli.absorb_xla_start_lines()
   warm = {"init_from": FLAGS.init_from, "init_replay": FLAGS.init_replay}

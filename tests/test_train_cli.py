@@ -58,3 +58,17 @@ def test_evaluate_refuses_a_folder_without_a_run(tmp_path):
   result = run_module("pipelines.evaluate", f"--root_dir={tmp_path}")
   assert result.returncode == 2
   assert "holds no run" in result.stderr.strip().splitlines()[-1]
+
+
+def test_a_bad_init_from_is_the_only_line_and_comes_before_the_device_line(tmp_path):
+  result = run_module(
+    "pipelines.train",
+    "--gin_file=gin/dqn_cartpole.gin",
+    f"--root_dir={tmp_path / 'branch'}",
+    f"--init_from={tmp_path / 'no_such_run'}",
+  )
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines() == [
+    f"pipelines-train: error: --init_from {tmp_path / 'no_such_run'} holds no run (run.json missing)"
+  ]
+  assert not (tmp_path / "branch").exists()

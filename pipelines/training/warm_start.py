@@ -40,12 +40,9 @@ def kept_checkpoints(source: Path) -> list[int]:
   return sorted(int(m.group(1)) for m in found if m)
 
 
-def warm_start(
-  spec: str, agent: tf.Module, train_step: tf.Variable, items: dict[str, Any], with_replay: bool
-) -> dict[str, Any]:
-  """Loads the agent (and with `with_replay` the replay in `items`) of the run `spec` names;
-  returns what run.json records. Raises PipelineError, having written nothing, when the
-  source is not a run, has no such checkpoint, or its agent does not fit this one."""
+def find_checkpoint(spec: str) -> tuple[Path, int]:
+  """The source run and the env steps of the checkpoint `spec` names. Raises PipelineError
+  when the source is not a run or has no such checkpoint (reads only file names)."""
   source, wanted = parse(spec)
   if not rf.RunFolder(source).is_run:
     raise PipelineError(f"--init_from {source} holds no run ({rf.RUN_INFO} missing)")
@@ -55,7 +52,16 @@ def warm_start(
   if wanted is not None and wanted not in kept:
     available = ", ".join(str(n) for n in kept)
     raise PipelineError(f"--init_from {source} has no checkpoint at {wanted} env steps; kept: {available}")
-  steps = kept[-1] if wanted is None else wanted
+  return source, kept[-1] if wanted is None else wanted
+
+
+def warm_start(
+  spec: str, agent: tf.Module, train_step: tf.Variable, items: dict[str, Any], with_replay: bool
+) -> dict[str, Any]:
+  """Loads the agent (and with `with_replay` the replay in `items`) of the run `spec` names;
+  returns what run.json records. Raises PipelineError, having written nothing, when the
+  source is not a run, has no such checkpoint, or its agent does not fit this one."""
+  source, steps = find_checkpoint(spec)
   prefix = source / rf.CHECKPOINTS / f"ckpt-{steps}"
   replay = dict(items) if with_replay else {}
   if with_replay and not replay:

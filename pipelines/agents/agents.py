@@ -8,8 +8,10 @@ Each factory is a gin configurable; an experiment picks one with
 
 Off-policy (`OffPolicyTrainer`): `dqn_agent` (DQN, or Double DQN with
 `dqn_agent.agent_class = @DdqnAgent`), `c51_agent`. On-policy (`OnPolicyTrainer`):
-`ppo_agent`, `a2c_agent`, `reinforce_agent`. Agents that need discrete actions check the
-action spec first, so a mismatch fails at start-up with one line.
+`ppo_agent`, `a2c_agent`, `reinforce_agent`. SAC, TD3 and DDPG (continuous actions,
+off-policy) are in `pipelines.agents.actor_critic`. Agents check the action spec first
+(`require_discrete_actions`, `require_continuous_actions`), so a mismatch fails at start-up
+with one line.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import gin
+import numpy as np
 import tensorflow as tf
 from tf_agents.agents import tf_agent
 from tf_agents.agents.dqn import dqn_agent as tfa_dqn_agent
@@ -42,6 +45,17 @@ def require_discrete_actions(action_spec: tensor_spec.BoundedTensorSpec, agent: 
   if not action_spec.dtype.is_integer or action_spec.shape.num_elements() != 1:
     raise ActionSpaceError(
       f"{agent} needs a single discrete action, but the action space is "
+      f"{action_spec.dtype.name} of shape {tuple(action_spec.shape)} "
+      f"in [{action_spec.minimum}, {action_spec.maximum}]"
+    )
+
+
+def require_continuous_actions(action_spec: tensor_spec.BoundedTensorSpec, agent: str) -> None:
+  """A float vector of actions with finite bounds: the actors squash into them with tanh."""
+  bounded = action_spec.dtype.is_floating and np.all(np.isfinite([action_spec.minimum, action_spec.maximum]))
+  if not bounded or action_spec.shape.rank != 1:
+    raise ActionSpaceError(
+      f"{agent} needs continuous actions (a bounded float vector), but the action space is "
       f"{action_spec.dtype.name} of shape {tuple(action_spec.shape)} "
       f"in [{action_spec.minimum}, {action_spec.maximum}]"
     )

@@ -7,6 +7,10 @@ Swap a whole factory with a binding such as `dqn_agent.network_fn = @my_network`
 Actor networks pick their output distribution from the action spec, as TF-Agents'
 `ActorDistributionNetwork` does: integer actions get `discrete_projection` (categorical),
 float actions get `continuous_projection` (Normal); either is a binding.
+
+Continuous-control actor-critics (`pipelines.agents.actor_critic`): `critic_network` is
+Q(s, a); SAC's actor is `tanh_normal_actor_network`, TD3's and DDPG's
+`deterministic_actor_network`.
 """
 
 from __future__ import annotations
@@ -16,6 +20,10 @@ from collections.abc import Sequence
 import gin
 import numpy as np
 import tensorflow as tf
+from tf_agents.agents.ddpg import actor_network as tfa_actor_network
+from tf_agents.agents.ddpg import critic_network as tfa_critic_network
+from tf_agents.agents.sac import sac_agent as tfa_sac_agent
+from tf_agents.agents.sac import tanh_normal_projection_network
 from tf_agents.networks import (
   actor_distribution_network,
   categorical_projection_network,
@@ -263,4 +271,85 @@ def value_network(
     output = net._postprocessing_layers  # TF-Agents' Dense(1) head (no public accessor in 0.19)
     _orthogonal([layer for layer in _dense_layers(net) if layer is not output], HIDDEN_GAIN)
     _orthogonal([output], VALUE_GAIN)
+  return net
+
+
+# SB3's SAC, TD3 and DDPG keep PyTorch's default nn.Linear init (their MLPs add none):
+# `torch_init` below gives every dense layer that, instead of TF-Agents' small uniform(+-0.003)
+# output layers.
+
+
+@gin.configurable
+def critic_network(
+  observation_spec: tensor_spec.TensorSpec,
+  action_spec: tensor_spec.BoundedTensorSpec,
+  joint_fc_layer_params: Sequence[int] = (256, 256),
+  activation_fn=tf.keras.activations.relu,
+  torch_init: bool = False,
+) -> tfa_critic_network.CriticNetwork:
+  """Q(s, a) for continuous actions: observation and action concatenated, then dense
+  layers and one output, as SB3's `ContinuousCritic` (SAC, TD3 and DDPG build theirs so).
+
+  torch_init: PyTorch's default initialisation (uniform +-1/sqrt(fan_in) kernels and biases).
+  """
+  net = tfa_critic_network.CriticNetwork(
+    (observation_spec, action_spec),
+    joint_fc_layer_params=tuple(joint_fc_layer_params),
+    activation_fn=activation_fn,
+  )
+  if torch_init:
+    net.create_variables()
+    _torch_default(_dense_layers(net))
+  return net
+
+
+@gin.configurable
+def deterministic_actor_network(
+  observation_spec: tensor_spec.TensorSpec,
+  action_spec: tensor_spec.BoundedTensorSpec,
+  fc_layer_params: Sequence[int] = (400, 300),
+  activation_fn=tf.keras.activations.relu,
+  torch_init: bool = False,
+) -> tfa_actor_network.ActorNetwork:
+  """TD3's and DDPG's actor: dense layers, then tanh scaled to the action bounds.
+  fc_layer_params: SB3's TD3/DDPG default (400, 300), from Fujimoto et al. 2018."""
+  net = tfa_actor_network.ActorNetwork(
+    observation_spec,
+    action_spec,
+    fc_layer_params=tuple(fc_layer_params),
+    activation_fn=activation_fn,
+  )
+  if torch_init:
+    net.create_variables()
+    _torch_default(_dense_layers(net))
+  return net
+
+
+@gin.configurable
+def tanh_normal_actor_network(
+  observation_spec: tensor_spec.TensorSpec,
+  action_spec: tensor_spec.BoundedTensorSpec,
+  fc_layer_params: Sequence[int] = (256, 256),
+  activation_fn=tf.keras.activations.relu,
+  torch_init: bool = False,
+) -> actor_distribution_network.ActorDistributionNetwork:
+  """SAC's actor: dense layers, then a tanh-squashed Normal with a state-dependent std
+  whose log is clipped to [-20, 2] (SB3's LOG_STD_MIN/MAX; TF-Agents' `std_clip_transform`).
+  fc_layer_params: SB3's SAC default (256, 256)."""
+
+  def projection(spec):
+    return tanh_normal_projection_network.TanhNormalProjectionNetwork(
+      spec, std_transform=tfa_sac_agent.std_clip_transform
+    )
+
+  net = actor_distribution_network.ActorDistributionNetwork(
+    observation_spec,
+    action_spec,
+    fc_layer_params=tuple(fc_layer_params),
+    activation_fn=activation_fn,
+    continuous_projection_net=projection,
+  )
+  if torch_init:
+    net.create_variables()
+    _torch_default(_dense_layers(net))
   return net

@@ -98,3 +98,25 @@ def test_dopamine_nature_cnn_pads_same_and_initialises_its_output_like_the_rest(
     assert not output.bias.numpy().any()
     bound = (6 / (512 + 4)) ** 0.5  # Glorot uniform
     assert 0.5 * bound < np.abs(output.kernel.numpy()).max() <= bound
+
+
+@pytest.mark.parametrize(
+  "factory, layers, fan_ins",
+  [
+    (networks.critic_network, {"joint_fc_layer_params": (256, 256)}, [4 + 1, 256, 256]),  # [s, a] in
+    (networks.deterministic_actor_network, {"fc_layer_params": (400, 300)}, [4, 300, 400]),
+    (networks.tanh_normal_actor_network, {"fc_layer_params": (256, 256)}, [4, 256, 256]),
+  ],
+  ids=["critic", "deterministic_actor", "tanh_normal_actor"],
+)
+def test_actor_critic_networks_take_torch_init_on_every_layer(factory, layers, fan_ins):
+  """SB3's SAC, TD3 and DDPG MLPs keep nn.Linear's init, output layers included (TF-Agents'
+  own output layers are uniform(+-0.003))."""
+  tf.random.set_seed(0)
+  net = factory(OBSERVATION, CONTINUOUS, torch_init=True, **layers)
+  dense = networks._dense_layers(net)
+  assert sorted(layer.kernel.shape[0] for layer in dense) == sorted(fan_ins)
+  for layer in dense:
+    bound = 1.0 / np.sqrt(layer.kernel.shape[0])
+    assert np.abs(layer.kernel.numpy()).max() <= bound
+    assert np.abs(layer.kernel.numpy()).max() > 0.5 * bound  # not TF-Agents' +-0.003 output

@@ -27,6 +27,7 @@ from conftest import REPO, cli_env
 # DQN CartPole with more frequent checkpoints; the gin file's own learning settings.
 DQN = "gin/dqn_cartpole.gin"
 PPO = "gin/ppo_cartpole.gin"
+SAC = "gin/sac_pendulum.gin"
 
 
 class Process:
@@ -238,6 +239,29 @@ def test_dqn_with_two_actors_learns_cartpole(tmp_path):
   assert records[-1]["num_episodes"] == 10
 
 
+@pytest.mark.slow
+def test_sac_runs_with_an_actor_at_toy_scale(tmp_path):
+  """SAC through server, actor and learner: the Reverb plan of `OffPolicyTrainer` carries it
+  as it carries DQN. Slow (144 s on this shared 2-core machine, beside a benchmark run): three
+  TensorFlow processes start and trace; the plan itself is checked above in a second."""
+  root = tmp_path / "run"
+  small = [
+    "run_experiment.num_env_steps = 1_000",
+    "OffPolicyTrainer.initial_collect_steps = 300",
+    "tanh_normal_actor_network.fc_layer_params = (64, 64)",
+    "critic_network.joint_fc_layer_params = (64, 64)",
+    "make_dataset.batch_size = 64",
+  ]
+  bindings = [f"--gin_bindings={b}" for b in [*TOY, *small]]
+  result = run_launch(
+    f"--gin_file={SAC}", *bindings, f"--root_dir={root}", "--num_actors=1", "--noeval", timeout=600
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  records = rf.RunFolder(root).read_metrics()
+  assert records[-1]["env_steps"] >= 1_000 and records[-1]["train_steps"] > 0, records[-1]
+  assert records[-1]["num_episodes"] == 2
+
+
 def test_ppo_with_two_actors_learns_cartpole(tmp_path):
   root = tmp_path / "run"
   result = run_launch(
@@ -365,7 +389,11 @@ def test_reverb_replay_round_trip_keeps_every_window(tmp_path):
     (DQN, ["OffPolicyTrainer.train_steps_per_iteration = 8"], dict(samples_per_insert=64.0)),
     # 256 env steps over 8 copies: queue items of 32 steps, 8 per update.
     (PPO, [], dict(on_policy=True, sequence_length=32, stride=32, batch_size=8, capacity=8)),
+    # SAC and TD3 (the Zoo's Pendulum): 1 gradient step x 256 transitions per env step.
+    (SAC, [], dict(on_policy=False, sequence_length=2, samples_per_insert=256.0, min_size=256)),
+    ("gin/td3_pendulum.gin", [], dict(samples_per_insert=256.0, min_size=10_000, capacity=200_000)),
   ],
+  ids=["dqn", "dqn-ratio-8", "ppo", "sac", "td3"],
 )
 def test_plan_keeps_the_single_process_ratios(gin_file, bindings, expected):
   import gin

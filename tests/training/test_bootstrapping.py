@@ -18,7 +18,7 @@ from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
 
-from pipelines.agents import agents, networks
+from pipelines.agents import actor_critic, agents, networks
 from pipelines.errors import PipelineError
 
 F, M, L = (int(t) for t in (ts.StepType.FIRST, ts.StepType.MID, ts.StepType.LAST))
@@ -52,17 +52,17 @@ def n_step(t: int, n: int, time_limit_is_terminal: bool = False):
   return total, scale, t + n
 
 
-def make_experience(observation, step=slice(None)) -> trajectory.Trajectory:
+def make_experience(observation, step=slice(None), action=ACTION) -> trajectory.Trajectory:
   """The fixed stretch (or a part of it) as a [1, T] batch."""
-  fields = (STEP_TYPE, observation, ACTION, (), NEXT_STEP_TYPE, REWARD, DISCOUNT)
+  fields = (STEP_TYPE, observation, action, (), NEXT_STEP_TYPE, REWARD, DISCOUNT)
   return trajectory.Trajectory(
     *(tf.nest.map_structure(lambda x: tf.constant(x[None, step]), field) for field in fields)
   )
 
 
-def windows(observation, n: int) -> trajectory.Trajectory:
+def windows(observation, n: int, action=ACTION) -> trajectory.Trajectory:
   """Every window of n + 1 consecutive steps, as a replay sample of [T - n, n + 1] steps."""
-  parts = [make_experience(observation, slice(t, t + n + 1)) for t in range(T - n)]
+  parts = [make_experience(observation, slice(t, t + n + 1), action) for t in range(T - n)]
   return tf.nest.map_structure(lambda *x: tf.concat(x, axis=0), *parts)
 
 
@@ -96,6 +96,20 @@ class ObservedQ(network.Network):
 
   def call(self, observation, step_type=None, network_state=(), training=False):
     return self._scale * observation, network_state
+
+
+class ObservedCritic(network.Network):
+  """Q(s, a) = scale * s[0] with scale 1, whatever the action: the test reads the values
+  off the observations, so the targets do not depend on the actor's (noisy) next action."""
+
+  def __init__(self, input_tensor_spec, name="ObservedCritic"):
+    super().__init__(input_tensor_spec, state_spec=(), name=name)
+    self._scale = tf.Variable(1.0, name="scale")
+
+  def call(self, inputs, step_type=(), network_state=(), training=False):
+    observation, action = inputs
+    # 0 * a: a zero gradient for the actor rather than none (which the optimizers refuse).
+    return self._scale * observation[..., 0] + 0.0 * tf.reduce_sum(action, -1), network_state
 
 
 class ObservedLogits(network.Network):
@@ -324,3 +338,74 @@ def test_c51_n_step_targets_stop_at_episode_ends(n):
   # The loss averages over all windows, the masked ones counting as 0 (as `DqnAgent`'s does).
   assert_tells_time_limits_apart(loss_info.loss.numpy(), losses(False).mean(), losses(True).mean())
   assert_tells_time_limits_apart(loss_info.extra.td_loss.numpy(), losses(False), losses(True))
+
+
+CONTINUOUS_ACTION = np.linspace(-1.0, 1.0, T, dtype=np.float32)[:, None]
+
+
+def _observed_critic(observation_spec, action_spec):
+  return ObservedCritic((observation_spec, action_spec))
+
+
+def _small_actor(factory):
+  return lambda observation_spec, action_spec: factory(observation_spec, action_spec, fc_layer_params=(8,))
+
+
+# (factory, keyword arguments, critics in the loss, weight of the critic loss, its LossInfo field)
+ACTOR_CRITICS = {
+  "sac": (
+    actor_critic.sac_agent,
+    # exp(-50) ~ 2e-22: the entropy term of the target, alpha * log pi(a'|s'), vanishes.
+    {"actor_network_fn": _small_actor(networks.tanh_normal_actor_network), "initial_log_alpha": -50.0},
+    2,
+    0.5,
+  ),
+  "td3": (
+    actor_critic.td3_agent,
+    {"actor_network_fn": _small_actor(networks.deterministic_actor_network)},
+    2,
+    1.0,
+  ),
+  "ddpg": (
+    actor_critic.ddpg_agent,
+    {"actor_network_fn": _small_actor(networks.deterministic_actor_network)},
+    1,
+    1.0,
+  ),
+}
+
+
+@pytest.mark.parametrize("name", list(ACTOR_CRITICS))
+def test_actor_critic_targets_bootstrap_a_time_limit_and_skip_the_step_between_episodes(name):
+  """r + gamma * d * Q'(s', a') for each sampled pair: a time-limit end (d = 1) bootstraps from
+  Q'(s_last, a'), a terminal (d = 0) does not, and the pair from one episode's LAST step to
+  the next episode's FIRST is out of the loss (TF-Agents' own classes train on it)."""
+  tf.random.set_seed(0)
+  factory, kwargs, num_critics, weight = ACTOR_CRITICS[name]
+  observation_spec = tensor_spec.TensorSpec([3], tf.float32)
+  action_spec = tensor_spec.BoundedTensorSpec([1], tf.float32, -2.0, 2.0)
+  agent = factory(
+    ts.time_step_spec(observation_spec),
+    action_spec,
+    *counters(),
+    critic_network_fn=_observed_critic,
+    learning_rate=0.0,
+    gamma=GAMMA,
+    **kwargs,
+  )
+  observation = value_observations()
+  value = observation[:, 0]
+
+  def critic_loss(time_limit_is_terminal, mask_boundaries=True):
+    losses = np.zeros(T - 1, np.float32)
+    for t in range(T - 1):
+      target = n_step(t, 1, time_limit_is_terminal)
+      if target is None and mask_boundaries:
+        continue
+      total, discount, index = target or (REWARD[t], GAMMA * DISCOUNT[t], t + 1)
+      losses[t] = num_critics * (total + discount * value[index] - value[t]) ** 2
+    return weight * losses.mean()  # the masked pairs count as 0 in the batch mean
+
+  actual = agent.train(windows(observation, 1, CONTINUOUS_ACTION)).extra.critic_loss.numpy()
+  assert_tells_time_limits_apart(actual, critic_loss(False), critic_loss(True))
+  assert_tells_time_limits_apart(actual, critic_loss(False), critic_loss(False, mask_boundaries=False))

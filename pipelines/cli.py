@@ -268,11 +268,8 @@ def exit_process(code: int) -> None:
 
 
 # Modules a shipped gin file, a flag or a tool may need, and what to install for each.
-# gymnasium's own environments raise DependencyNotInstalled with the extra named instead.
 _PACKAGES = {
   "ale_py": "ale-py",
-  "Box2D": "gymnasium[box2d]",
-  "mujoco": "gymnasium[mujoco]",
   "pygame": "gymnasium[classic-control]",
   "cv2": "opencv-python-headless",
   "imageio": "imageio",
@@ -285,19 +282,42 @@ _PACKAGES = {
 }
 
 
+# Environment families that this project installs as its own extras (setup.cfg), by the
+# module gymnasium imports for them: the error names the extra, not gymnasium's (whose box2d
+# extra wants swig and a compiler for box2d-py, and whose pins may not fit numpy 1.26).
+_EXTRAS = {"Box2D": "box2d", "mujoco": "mujoco"}
+
+
+def _missing_module(error: BaseException | None) -> str | None:
+  """The top-level module that is not installed: `error`'s own, or that of the import it was
+  raised from (gymnasium: `raise DependencyNotInstalled(...) from e`). gin re-raises an
+  error from a configurable as a copy `from None` whose context is the original, so that
+  chain is followed too. An ImportError of a module that is there (a broken install) is not
+  a missing one."""
+  for _ in range(8):  # a chain is short; a cycle must not hang the error path
+    if error is None:
+      return None
+    if isinstance(error, ModuleNotFoundError) and error.name:
+      return error.name.split(".")[0]
+    error = error.__cause__ or (error.__context__ if error.__suppress_context__ else None)
+  return None
+
+
 def missing_dependency(error: BaseException) -> PipelineError | None:
   """The one-line error for a package that is not installed, naming what to install.
 
   None for anything else (our own modules, a broken install of a present package), which
   keeps its traceback.
   """
+  module = _missing_module(error)
+  if module in _EXTRAS:
+    return PipelineError(
+      f'missing optional dependency: {module} is not installed: pip install -e ".[{_EXTRAS[module]}]"'
+    )
   gymnasium_error = sys.modules.get("gymnasium.error")  # not loaded: it raised nothing
   if gymnasium_error is not None and isinstance(error, gymnasium_error.DependencyNotInstalled):
     return PipelineError(f"missing optional dependency: {first_line(error)}")
-  if not isinstance(error, ModuleNotFoundError) or not error.name:
-    return None
-  module = error.name.split(".")[0]
-  if module == "pipelines":
+  if not isinstance(error, ModuleNotFoundError) or module is None or module == "pipelines":
     return None
   package = _PACKAGES.get(module, module)
   return PipelineError(f"Python module {module!r} is not installed: pip install '{package}'")

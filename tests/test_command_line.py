@@ -75,18 +75,64 @@ def test_toy_run_prints_only_our_own_lines_on_stderr(tmp_path):
 
 
 def test_missing_optional_dependency_is_one_line_naming_the_extra(tmp_path):
-  # Box2D made unimportable, as if `gymnasium[box2d]` were not installed.
+  # Box2D made unimportable, as if the project's box2d extra were not installed.
   hide_box2d = "import sys; sys.modules['Box2D'] = None; "
-  command = console_script("train", "--gin_file=gin/dqn_cartpole.gin", f"--root_dir={tmp_path / 'run'}")
+  command = console_script("train", "--gin_file=gin/dqn_lunarlander.gin", f"--root_dir={tmp_path / 'run'}")
   command[2] = hide_box2d + command[2]
-  command.append("--gin_bindings=gymnasium_env.env_id = 'LunarLander-v3'")
   result = run(command)
   assert result.returncode == 2, result.stderr[-3000:]
   errors = [line for line in result.stderr.splitlines() if not line.startswith("device: ")]
-  assert len(errors) == 1, result.stderr
-  assert errors[0].startswith("pipelines-train: error: missing optional dependency: Box2D is not installed")
-  assert "gymnasium[box2d]" in errors[0]
+  assert errors == [
+    'pipelines-train: error: missing optional dependency: Box2D is not installed: pip install -e ".[box2d]"'
+  ], result.stderr
   assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+  "env_id, module, extra", [("LunarLander-v3", "Box2D", "box2d"), ("HalfCheetah-v5", "mujoco", "mujoco")]
+)
+def test_each_environment_extra_is_named(monkeypatch, capsys, env_id, module, extra):
+  import gymnasium as gym
+
+  from pipelines import cli
+
+  # gymnasium imports an environment family's module when the first id of it is made.
+  for name in [m for m in sys.modules if m == module or m.startswith(f"{module}.")]:
+    monkeypatch.delitem(sys.modules, name)
+  for name in [m for m in sys.modules if m.startswith(("gymnasium.envs.box2d", "gymnasium.envs.mujoco"))]:
+    monkeypatch.delitem(sys.modules, name)
+  monkeypatch.setitem(sys.modules, module, None)  # as if the extra were not installed
+
+  assert cli.command(lambda: gym.make(env_id), "pipelines-train") == 2
+  assert capsys.readouterr().err == (
+    f"pipelines-train: error: missing optional dependency: {module} is not installed: "
+    f'pip install -e ".[{extra}]"\n'
+  )
+
+
+def test_dev_extra_installs_each_environment_extra():
+  """CI installs `.[dev]` (scripts/setup_env.sh) and builds every shipped gin file, so `dev`
+  pins what each environment extra that the error lines name pins."""
+  import configparser
+
+  from pipelines import cli
+
+  config = configparser.ConfigParser()
+  config.read(REPO / "setup.cfg")
+  extras = config["options.extras_require"]
+  pins = lambda extra: {line.strip() for line in extras[extra].splitlines() if line.strip()}  # noqa: E731
+  for extra in sorted(set(cli._EXTRAS.values())):
+    assert pins(extra) and pins(extra) <= pins("dev"), (extra, pins(extra), pins("dev"))
+
+
+def test_a_broken_install_of_an_extra_keeps_its_traceback():
+  from pipelines import cli
+
+  def main():
+    raise ImportError("cannot import name 'b2World' from 'Box2D'", name="Box2D")
+
+  with pytest.raises(ImportError, match="b2World"):
+    cli.command(main, "pipelines-train")
 
 
 def test_missing_module_names_the_package_to_install(monkeypatch, capsys):

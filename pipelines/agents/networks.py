@@ -38,9 +38,32 @@ gin.external_configurable(tf.keras.activations.relu, module="tf.keras.activation
 gin.external_configurable(tf.keras.activations.tanh, module="tf.keras.activations")
 
 
-def _preprocessing(observation_spec, channels_first: bool) -> tf.keras.layers.Layer | None:
+class _FlatFloats(tf.keras.layers.Layer):
+  """One part of a Dict or Tuple observation as float32 features: flattened, uint8 divided by
+  255, integers (Discrete, MultiDiscrete, MultiBinary) as their values."""
+
+  def __init__(self, size: int, scale: bool, **kwargs):
+    super().__init__(**kwargs)
+    self._size, self._scale = size, scale
+
+  def call(self, x):
+    x = tf.reshape(tf.cast(x, tf.float32), [-1, self._size])
+    return x / 255.0 if self._scale else x
+
+  def get_config(self):
+    return {**super().get_config(), "size": self._size, "scale": self._scale}
+
+
+def _preprocessing(observation_spec, channels_first: bool):
   """uint8 frames are stored as uint8 and divided by 255 inside the network; frame stacks
-  arrive (stack, height, width) from the Atari environments and Conv2D wants channels last."""
+  arrive (stack, height, width) from the Atari environments and Conv2D wants channels last.
+  A nested observation (gymnasium Dict or Tuple) gets one `_FlatFloats` per part, which
+  `_combiner` concatenates: TF-Agents' encoding networks take a nest of preprocessing layers
+  and a combiner for it."""
+  if tf.nest.is_nested(observation_spec):
+    return tf.nest.map_structure(
+      lambda spec: _FlatFloats(int(np.prod(spec.shape)), spec.dtype == tf.uint8), observation_spec
+    )
   scale = observation_spec.dtype == tf.uint8
   if not scale and not channels_first:
     return None
@@ -50,6 +73,11 @@ def _preprocessing(observation_spec, channels_first: bool) -> tf.keras.layers.La
     return tf.transpose(x, [0, 2, 3, 1]) if channels_first else x
 
   return tf.keras.layers.Lambda(preprocess)
+
+
+def _combiner(observation_spec) -> tf.keras.layers.Layer | None:
+  """Concatenates the parts of a nested observation's features; None for one array."""
+  return tf.keras.layers.Concatenate(axis=-1) if tf.nest.is_nested(observation_spec) else None
 
 
 class _SameConvolutions(tf.keras.layers.Layer):
@@ -115,6 +143,7 @@ def q_network(
     observation_spec,
     action_spec,
     preprocessing_layers=preprocessing,
+    preprocessing_combiner=_combiner(observation_spec),
     conv_layer_params=conv_layer_params,
     fc_layer_params=fc_layer_params,
   )
@@ -155,6 +184,7 @@ def categorical_q_network(
     action_spec,
     num_atoms=num_atoms,
     preprocessing_layers=_preprocessing(observation_spec, channels_first=False),
+    preprocessing_combiner=_combiner(observation_spec),
     conv_layer_params=conv_layer_params,
     fc_layer_params=fc_layer_params,
   )
@@ -234,6 +264,7 @@ def actor_network(
     observation_spec,
     action_spec,
     preprocessing_layers=_preprocessing(observation_spec, channels_first=False),
+    preprocessing_combiner=_combiner(observation_spec),
     fc_layer_params=fc_layer_params,
     activation_fn=activation_fn,
     discrete_projection_net=discrete_projection,
@@ -263,6 +294,7 @@ def value_network(
   net = tfa_value_network.ValueNetwork(
     observation_spec,
     preprocessing_layers=_preprocessing(observation_spec, channels_first=False),
+    preprocessing_combiner=_combiner(observation_spec),
     fc_layer_params=fc_layer_params,
     activation_fn=activation_fn,
   )

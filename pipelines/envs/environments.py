@@ -16,6 +16,7 @@ adapts any gymnasium vector environment, ale-py's `AtariVectorEnv` included.
 
 from __future__ import annotations
 
+import collections
 import difflib
 from collections.abc import Callable
 from typing import Any
@@ -32,11 +33,16 @@ from pipelines.errors import PipelineError
 _FIRST, _MID, _LAST = (np.int32(t) for t in (ts.StepType.FIRST, ts.StepType.MID, ts.StepType.LAST))
 
 
-def space_to_spec(space: gym.Space, name: str) -> array_spec.BoundedArraySpec:
-  """Converts a gymnasium Box or Discrete space to a bounded array spec.
+def space_to_spec(space: gym.Space, name: str):
+  """Converts a gymnasium space to a (nest of) bounded array spec(s), as TF-Agents' gym
+  wrapper (`gym_wrapper.spec_from_gym_space`) does for the same `gym` space.
 
-  Discrete actions become int64 scalars in [start, start + n - 1]; float64 boxes become
-  float32 (what TF networks consume).
+  Discrete: an int64 scalar in [start, start + n - 1]. Box: its shape and bounds; float64
+  becomes float32 (what TF networks consume). MultiDiscrete: int32 in [start, start + nvec - 1]
+  (TF-Agents: [0, nvec - 1], gym's MultiDiscrete has no start). MultiBinary: int32 in [0, 1].
+  Tuple: a tuple of specs named `<name>/tuple_<i>`; Dict: an OrderedDict in the space's key
+  order, named `<name>/<key>`; nested to any depth. A bound that is the same everywhere is
+  one scalar (TF-Agents' simplification) for MultiDiscrete.
   """
   if isinstance(space, gym.spaces.Discrete):
     start = int(space.start)
@@ -46,7 +52,53 @@ def space_to_spec(space: gym.Space, name: str) -> array_spec.BoundedArraySpec:
     return array_spec.BoundedArraySpec(
       space.shape, dtype, space.low.astype(dtype), space.high.astype(dtype), name=name
     )
-  raise PipelineError(f"unsupported gymnasium space for {name}: {space!r} (Box and Discrete are)")
+  if isinstance(space, gym.spaces.MultiDiscrete):
+    low = np.asarray(space.start, np.int32)
+    high = low + np.asarray(space.nvec, np.int32) - 1
+    simple_low, simple_high = _same_everywhere(low), _same_everywhere(high)
+    if simple_low.shape == simple_high.shape:  # broadcasting needs both simplified, or neither
+      low, high = simple_low, simple_high
+    return array_spec.BoundedArraySpec(space.shape, np.int32, low, high, name=name)
+  if isinstance(space, gym.spaces.MultiBinary):
+    return array_spec.BoundedArraySpec(space.shape, np.int32, 0, 1, name=name)
+  if isinstance(space, gym.spaces.Tuple):
+    return tuple(space_to_spec(s, f"{name}/tuple_{i}") for i, s in enumerate(space.spaces))
+  if isinstance(space, gym.spaces.Dict):
+    parts = space.spaces.items()
+    return collections.OrderedDict((key, space_to_spec(s, f"{name}/{key}")) for key, s in parts)
+  raise PipelineError(
+    f"unsupported gymnasium space for {name}: {space!r} "
+    "(Box, Discrete, MultiDiscrete, MultiBinary, and Tuple and Dict of them are)"
+  )
+
+
+def _same_everywhere(bound: np.ndarray) -> np.ndarray:
+  """One value for a bound that holds it in every position (TF-Agents' `simplify_box_bounds`)."""
+  first = bound.flat[0]
+  return np.array(first, bound.dtype) if np.all(bound == first) else bound
+
+
+def action_space_to_spec(space: gym.Space):
+  """The action spec: one array, since every agent here acts with one action tensor."""
+  spec = space_to_spec(space, "action")
+  if not isinstance(spec, array_spec.ArraySpec):
+    raise PipelineError(f"nested action spaces are not supported: {space!r}")
+  return spec
+
+
+def to_spec_dtypes(spec, value):
+  """`value` (an observation, or a batch of them) in the structure and dtypes of `spec`.
+
+  Dict observations come back as the spec's OrderedDict (gymnasium returns plain dicts),
+  Tuples as tuples; each array is cast to its spec's dtype (float64 -> float32, MultiBinary's
+  int8 -> int32). The batched observations of gymnasium's vector environments have the same
+  structure with a leading batch dimension.
+  """
+  if isinstance(spec, dict):
+    return collections.OrderedDict((key, to_spec_dtypes(s, value[key])) for key, s in spec.items())
+  if isinstance(spec, tuple):
+    return tuple(to_spec_dtypes(s, v) for s, v in zip(spec, value, strict=True))
+  return np.asarray(value, spec.dtype)
 
 
 def copy_seeds(seed: int, num_envs: int) -> list[int]:
@@ -78,7 +130,7 @@ class GymnasiumEnvironment(py_environment.PyEnvironment):
     self._seed = None if seed is None else copy_seeds(seed, 1)[0]  # as copy 0 of a batch
     self._discount = np.float32(discount)
     self._observation_spec = space_to_spec(env.observation_space, "observation")
-    self._action_spec = space_to_spec(env.action_space, "action")
+    self._action_spec = action_space_to_spec(env.action_space)
     if seed is not None:
       env.action_space.seed(self._seed)
 
@@ -96,7 +148,7 @@ class GymnasiumEnvironment(py_environment.PyEnvironment):
     # Seed only the first reset: later resets continue the seeded generator.
     observation, _ = self._env.reset(seed=self._seed)
     self._seed = None
-    observation = np.asarray(observation, self._observation_spec.dtype)
+    observation = to_spec_dtypes(self._observation_spec, observation)
     return ts.TimeStep(_FIRST, np.float32(0.0), self._discount, observation)
 
   def _step(self, action) -> ts.TimeStep:
@@ -106,7 +158,7 @@ class GymnasiumEnvironment(py_environment.PyEnvironment):
       action.item() if action.shape == () else action
     )
     step_type, discount = _step_fields(terminated, truncated, self._discount)
-    observation = np.asarray(observation, self._observation_spec.dtype)
+    observation = to_spec_dtypes(self._observation_spec, observation)
     return ts.TimeStep(step_type, np.float32(reward), discount, observation)
 
   def render(self, mode: str = "rgb_array"):
@@ -140,7 +192,7 @@ class VectorEnvironment(py_environment.PyEnvironment):
     self._discount = np.float32(discount)
     self._num_envs = env.num_envs
     self._observation_spec = space_to_spec(env.single_observation_space, "observation")
-    self._action_spec = space_to_spec(env.single_action_space, "action")
+    self._action_spec = action_space_to_spec(env.single_action_space)
     self._ended = np.zeros(self._num_envs, dtype=bool)
     self._game_returns: list[float] = []
     if seed is not None:
@@ -173,7 +225,7 @@ class VectorEnvironment(py_environment.PyEnvironment):
       np.full(n, _FIRST),
       np.zeros(n, np.float32),
       np.full(n, self._discount),
-      np.asarray(observation, self._observation_spec.dtype),
+      to_spec_dtypes(self._observation_spec, observation),
     )
 
   def _step(self, action) -> ts.TimeStep:
@@ -196,7 +248,7 @@ class VectorEnvironment(py_environment.PyEnvironment):
       step_type,
       np.asarray(reward, np.float32),
       discount,
-      np.asarray(observation, self._observation_spec.dtype),
+      to_spec_dtypes(self._observation_spec, observation),
     )
 
   def pop_game_returns(self) -> list[float]:

@@ -108,6 +108,16 @@ def run_module(module: str, *args: str, timeout=300):
   )
 
 
+@pytest.fixture(autouse=True)
+def _no_gin_config_left_behind():
+  """A test's parsed bindings (e.g. q_network.torch_init from a protocol test) must not reach
+  the next test that builds a network with defaults, in whatever order pytest runs them."""
+  yield
+  import gin
+
+  gin.clear_config()
+
+
 @pytest.fixture(scope="session")
 def toy_run(tmp_path_factory) -> Path:
   """One finished toy-scale DQN CartPole run, shared by the tests that only read it."""

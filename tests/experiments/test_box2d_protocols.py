@@ -67,13 +67,6 @@ TABLES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _no_config_left_behind():
-  """The parsed files' bindings (e.g. q_network.torch_init) must not reach later tests."""
-  yield
-  gin.clear_config()
-
-
 def _check(table: dict) -> None:
   """Every value of `table` as the parsed gin config holds it."""
   for name, expected in table.items():

@@ -236,6 +236,13 @@ def _dense_layers(module: tf.Module) -> list[tf.keras.layers.Dense]:
   return [m for m in module.submodules if isinstance(m, tf.keras.layers.Dense)]
 
 
+def _with_torch_init(net):
+  """`net` with PyTorch's default initialisation on its dense layers (SB3's networks)."""
+  net.create_variables()
+  _torch_default(_dense_layers(net))
+  return net
+
+
 def _orthogonal(layers: Sequence[tf.keras.layers.Dense], gain: float) -> None:
   for layer in layers:
     layer.kernel.assign(tf.keras.initializers.Orthogonal(gain=gain)(layer.kernel.shape))
@@ -329,10 +336,7 @@ def critic_network(
     joint_fc_layer_params=tuple(joint_fc_layer_params),
     activation_fn=activation_fn,
   )
-  if torch_init:
-    net.create_variables()
-    _torch_default(_dense_layers(net))
-  return net
+  return _with_torch_init(net) if torch_init else net
 
 
 @gin.configurable
@@ -351,10 +355,7 @@ def deterministic_actor_network(
     fc_layer_params=tuple(fc_layer_params),
     activation_fn=activation_fn,
   )
-  if torch_init:
-    net.create_variables()
-    _torch_default(_dense_layers(net))
-  return net
+  return _with_torch_init(net) if torch_init else net
 
 
 @gin.configurable
@@ -381,7 +382,4 @@ def tanh_normal_actor_network(
     activation_fn=activation_fn,
     continuous_projection_net=projection,
   )
-  if torch_init:
-    net.create_variables()
-    _torch_default(_dense_layers(net))
-  return net
+  return _with_torch_init(net) if torch_init else net

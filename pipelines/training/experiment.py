@@ -205,8 +205,6 @@ def run_experiment(
         print(f"Continuing {folder.root} with changed settings: {shown}", file=sys.stderr)
       loop = _Loop(folder, parts, frames_per_env_step)
       loop.recorder.config(operative_config)
-    # Writes without a more precise `_writing` around them (TensorBoard's event files) fail
-    # in one line too; here only errors that name a write fault are taken for one.
     schedule = Schedule(
       num_env_steps=num_env_steps,
       eval_interval=eval_interval,
@@ -216,6 +214,8 @@ def run_experiment(
       target_return=target_return,
       progress_interval=progress_interval,
     )
+    # Writes without a more precise `_writing` around them (TensorBoard's event files) fail
+    # in one line too; here only errors that name a write fault are taken for one.
     with _writing("training", None, folder.root, loop.checkpoint_note, any_os=False):
       return loop.run(schedule)
   finally:

@@ -21,6 +21,7 @@ from tf_agents.trajectories import trajectory
 
 from pipelines import cli, configurables  # noqa: F401 configurables
 from pipelines.envs import atari, environments
+from pipelines.errors import PipelineError
 from pipelines.replay import replay  # noqa: F401 configurables
 from pipelines.storage import run_folder as rf
 
@@ -262,3 +263,12 @@ def test_another_game_is_one_binding():
     fast.close()
   finally:
     gin.clear_config()
+
+
+@pytest.mark.parametrize("env_fn", ["atari_env", "atari_vector_env"])
+def test_a_switch_bound_the_old_way_names_its_new_home(env_fn):
+  """Gin files from before `AtariProtocol` bound each switch per path; they get one line."""
+  gin.parse_config(f"{env_fn}.noop_max = 0")
+  factory = getattr(atari, env_fn)
+  with pytest.raises(PipelineError, match=f"{env_fn} has no parameter noop_max; bind AtariProtocol.noop_max"):
+    factory() if env_fn == "atari_env" else factory(num_envs=1)

@@ -155,6 +155,16 @@ def config_values(config: str) -> dict[str, str]:
   return values
 
 
+def describe_changes(changes: dict[str, list]) -> str:
+  """`check_config`'s changes as one line: `key: stored -> new`, or, for a parameter the
+  code no longer records (removed, or now passed by the code instead of bound),
+  `key = stored (no longer recorded)`."""
+  return "; ".join(
+    f"{key}: {was} -> {now}" if now is not None else f"{key} = {was} (no longer recorded)"
+    for key, (was, now) in changes.items()
+  )
+
+
 def git_state(directory: str | os.PathLike = Path(__file__).parent) -> dict[str, Any] | None:
   """The commit of the code in `directory` and whether its tree had changes, or None when it is
   not in a git checkout (an installed wheel) or git is missing, hangs or fails."""

@@ -201,8 +201,9 @@ def run_experiment(
         print(f"Starting from the {what} of {source} at {steps} env steps", file=sys.stderr)
       if changes:
         folder.record_config_change(operative_config, changes)
-        shown = "; ".join(f"{key}: {was} -> {now}" for key, (was, now) in changes.items())
-        print(f"Continuing {folder.root} with changed settings: {shown}", file=sys.stderr)
+        print(
+          f"Continuing {folder.root} with changed settings: {rf.describe_changes(changes)}", file=sys.stderr
+        )
       loop = _Loop(folder, parts, frames_per_env_step)
       loop.recorder.config(operative_config)
     schedule = Schedule(

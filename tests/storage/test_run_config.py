@@ -82,7 +82,10 @@ def test_config_comparison_of_defaults_explicit_bindings_and_removed_parameters(
   (tmp_path / rf.OPERATIVE_CONFIG).write_text(stored)
   newer = stored.replace("q_network.old_setting = 1\n", "") + "q_network.new_setting = True\n"
   # A parameter added to the code, left at its default: no change at all.
-  assert folder.check_config(newer, bound="") == {"q_network.old_setting": ["1", None]}
+  changes = folder.check_config(newer, bound="")
+  assert changes == {"q_network.old_setting": ["1", None]}
+  assert rf.describe_changes(changes) == "q_network.old_setting = 1 (no longer recorded)"
+  assert rf.describe_changes({"Evaluator.num_episodes": ["2", "3"]}) == "Evaluator.num_episodes: 2 -> 3"
   # The same parameter bound explicitly is a learning change.
   refused = _refusal(folder, newer, bound="q_network.new_setting = True\n")
   assert "q_network.new_setting = True (run: None)" in refused

@@ -47,6 +47,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_runs import train_then_evaluate
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
@@ -176,24 +178,9 @@ def compare_with_sb3(
 def pendulum_budget(seed: int) -> dict:
   """PPO on Pendulum-v1 for its whole budget: final greedy mean return and seconds."""
   with tempfile.TemporaryDirectory() as tmp:
-    root = Path(tmp) / "run"
-    command = [
-        sys.executable, "-m", "pipelines.train", f"--gin_file={PENDULUM}", f"--root_dir={root}",
-        f"--gin_bindings=build_components.seed = {seed}",
-    ]  # fmt: skip
-    start = time.perf_counter()
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    process_seconds = time.perf_counter() - start
-    if result.returncode != 0:
-      raise RuntimeError(result.stderr[-2000:])
-    final = json.loads((root / "metrics.jsonl").read_text().splitlines()[-1])
     # The run's last evaluation is 10 episodes (std ~120 on Pendulum); 100 more episodes of
     # the final greedy policy, from other start states, measure it ~3x more precisely.
-    evaluate = [sys.executable, "-m", "pipelines.evaluate", f"--root_dir={root}", "--num_episodes=100"]
-    evaluation = subprocess.run(evaluate, cwd=REPO, capture_output=True, text=True)
-    if evaluation.returncode != 0:
-      raise RuntimeError(evaluation.stderr[-2000:])
-    final_100 = json.loads(evaluation.stdout.strip().splitlines()[-1])
+    final, final_100, process_seconds = train_then_evaluate(PENDULUM, Path(tmp) / "run", seed, episodes=100)
   return {
     "agent": "ppo_pendulum",
     "seed": seed,

@@ -20,13 +20,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from bench_runs import train_then_evaluate
+
 EXPERIMENTS = {
   "sac": "gin/sac_pendulum.gin",
   "td3": "gin/td3_pendulum.gin",
@@ -37,24 +35,10 @@ TARGET = -200.0  # issue 17's bar for the median over seeds
 
 def run(agent: str, seed: int, budget: int | None) -> dict:
   with tempfile.TemporaryDirectory() as tmp:
-    root = Path(tmp) / "run"
-    command = [
-        sys.executable, "-m", "pipelines.train", f"--gin_file={EXPERIMENTS[agent]}", f"--root_dir={root}",
-        f"--gin_bindings=build_components.seed = {seed}",
-    ]  # fmt: skip
-    if budget:
-      command.append(f"--gin_bindings=run_experiment.num_env_steps = {budget}")
-    start = time.perf_counter()
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    process_seconds = time.perf_counter() - start
-    if result.returncode != 0:
-      raise RuntimeError(result.stderr[-2000:])
-    final = json.loads((root / "metrics.jsonl").read_text().splitlines()[-1])
-    evaluate = [sys.executable, "-m", "pipelines.evaluate", f"--root_dir={root}", "--num_episodes=100"]
-    evaluation = subprocess.run(evaluate, cwd=REPO, capture_output=True, text=True)
-    if evaluation.returncode != 0:
-      raise RuntimeError(evaluation.stderr[-2000:])
-    final_100 = json.loads(evaluation.stdout.strip().splitlines()[-1])
+    bindings = [f"run_experiment.num_env_steps = {budget}"] if budget else []
+    final, final_100, process_seconds = train_then_evaluate(
+      EXPERIMENTS[agent], Path(tmp) / "run", seed, bindings, episodes=100
+    )
   train_seconds = final["wall_seconds"] - final["eval_seconds"]
   return {
     "agent": agent,

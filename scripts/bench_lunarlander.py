@@ -24,39 +24,20 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from bench_runs import train_then_evaluate
 
 EXPERIMENTS = {"dqn": "gin/dqn_lunarlander.gin", "ppo": "gin/ppo_lunarlander.gin"}
 BUDGETS = {"dqn": 100_000, "ppo": 1_000_000}  # env steps: the Zoo's n_timesteps
 ZOO_SCORES = {"dqn": 154.382, "ppo": 242.119}  # benchmark.md, LunarLander-v2
 
 
-def _run(command: list[str]) -> subprocess.CompletedProcess:
-  result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-  if result.returncode != 0:
-    raise RuntimeError(f"{' '.join(command)}\n{result.stderr[-2000:]}")
-  return result
-
-
 def train_and_evaluate(agent: str, seed: int, budget: int, root: Path, episodes: int, eval_interval) -> dict:
-  command = [
-      sys.executable, "-m", "pipelines.train", f"--gin_file={EXPERIMENTS[agent]}", f"--root_dir={root}",
-      f"--gin_bindings=build_components.seed = {seed}",
-      f"--gin_bindings=run_experiment.num_env_steps = {budget}",
-  ]  # fmt: skip
+  bindings = [f"run_experiment.num_env_steps = {budget}"]
   if eval_interval:
-    command.append(f"--gin_bindings=run_experiment.eval_interval = {eval_interval}")
-  start = time.perf_counter()
-  _run(command)
-  process_seconds = time.perf_counter() - start
-  final = json.loads((root / "metrics.jsonl").read_text().splitlines()[-1])
-  evaluate = [sys.executable, "-m", "pipelines.evaluate", f"--root_dir={root}", f"--num_episodes={episodes}"]
-  evaluation = json.loads(_run(evaluate).stdout.strip().splitlines()[-1])
+    bindings.append(f"run_experiment.eval_interval = {eval_interval}")
+  final, evaluation, process_seconds = train_then_evaluate(EXPERIMENTS[agent], root, seed, bindings, episodes)
   train_seconds = final["wall_seconds"] - final["eval_seconds"]
   return {
     "agent": agent,

@@ -309,8 +309,15 @@ class PolicyExporter:
 
   def save_numbered(self, env_steps: int) -> Path:
     """Writes the policy's variables to `history/<env_steps>/` (through a staging folder and
-    a rename, so a listed step is always whole); returns that folder."""
+    a rename, so a listed step is always whole); returns that folder.
+
+    A step already listed is kept as it is: the weights at an env step are the run's (no
+    gradient step between an evaluation and the export at the same step, and a resume
+    removes the policies after its checkpoint), so an export and a new best at one step
+    write them once."""
     final = self._history / str(env_steps)
+    if final.is_dir():
+      return final
     staging = self._history / f".{env_steps}.new"
     shutil.rmtree(staging, ignore_errors=True)
     try:
@@ -318,7 +325,6 @@ class PolicyExporter:
     except BaseException:
       shutil.rmtree(staging, ignore_errors=True)
       raise
-    shutil.rmtree(final, ignore_errors=True)  # the same step again (a final export): same weights
     staging.rename(final)
     return final
 

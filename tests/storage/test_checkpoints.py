@@ -338,6 +338,13 @@ def test_an_export_carries_its_env_steps_and_a_numbered_policy_its_weights(tmp_p
   assert int(older.get_train_step()) == 7
   assert all(np.allclose(a, b.numpy()) for a, b in zip(first_weights, older.model_variables, strict=True))
 
+  # A new best at the step just exported records it without writing the weights again.
+  written = (tmp_path / rf.POLICIES / "1800" / "variables").stat().st_mtime_ns
+  assert exporter.offer_best(1_800, 10.0)
+  assert exporter.best() == {"env_steps": 1_800, "average_return": 10.0}
+  assert (tmp_path / rf.POLICIES / "1800" / "variables").stat().st_mtime_ns == written
+  assert sorted(p.name for p in (tmp_path / rf.POLICIES).iterdir()) == ["1200", "1800", "best.json"]
+
   plain = checkpoints.PolicyExporter(policy, train_step, tmp_path / "plain")
   plain.export()
   assert checkpoints.exported_env_steps(checkpoints.load_saved_policy(tmp_path / "plain")) is None

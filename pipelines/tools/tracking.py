@@ -6,7 +6,7 @@
 A sweep writes one HParams session per finished run to `<sweep root>/hparams/<run name>/`:
 the swept gin values and the seed, with the run's final and best evaluation return (from
 `metrics.jsonl`), so TensorBoard's HParams tab compares the runs in one table.
-`--wandb_project` mirrors a run's TensorBoard scalars to W&B (`pip install -e '.[wandb]'`).
+`--wandb_project` mirrors a run's TensorBoard scalars to W&B (`pip install -e ".[wandb]"`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pipelines.errors import PipelineError
 
 HPARAMS = "hparams"  # <sweep root>/hparams/<run name>/: one HParams session per run
 SEED_NAME = "seed"
-WANDB_EXTRA = "pip install -e '.[wandb]' (or pip install wandb)"
+WANDB_EXTRA = 'pip install -e ".[wandb]" (or pip install wandb)'  # as cli's other extras
 
 
 def hparam_value(text: str) -> bool | int | float | str:

@@ -94,7 +94,7 @@ def test_a_finished_sweep_run_is_an_hparams_session(tmp_path):
 
 def test_wandb_missing_is_one_line_naming_the_extra(monkeypatch):
   monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError
-  with pytest.raises(PipelineError, match=r"needs the wandb package: pip install -e '\.\[wandb\]'"):
+  with pytest.raises(PipelineError, match=r'needs the wandb package: pip install -e "\.\[wandb\]"'):
     tracking.import_wandb()
 
 

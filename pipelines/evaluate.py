@@ -73,6 +73,7 @@ def _evaluate() -> int:
   step, variables = policy_at(folder, FLAGS.step) if FLAGS.policy == "greedy" else (None, None)
   cli.quiet_libraries()
   import gin
+  import tensorflow as tf
   from tf_agents.environments import tf_py_environment
 
   from pipelines import configurables, devices
@@ -89,6 +90,9 @@ def _evaluate() -> int:
   if FLAGS.video:
     py_env = video.playable(py_env, seed=FLAGS.seed)  # ale-py's vector env cannot render
   env = tf_py_environment.TFPyEnvironment(py_env)
+  # The random policy's draws (and any other unseeded TensorFlow op) follow --seed, as a
+  # run's follow its seed (`build_components`): the same command gives the same episodes.
+  tf.random.set_seed(FLAGS.seed)
   if FLAGS.policy == "random":
     policy = evaluation.random_policy(env)
   else:

@@ -42,8 +42,10 @@ def test_run_folder_holds_every_artefact(toy_run):
 
 
 def test_evaluate_prints_one_json_line_for_greedy_and_random(toy_run):
-  """Without --num_episodes, the run's own evaluation settings (the toy run's 2 episodes)."""
-  for policy, flags, episodes in (("greedy", [], 2), ("random", ["--num_episodes=3"], 3)):
+  """Without --num_episodes, the run's own evaluation settings (the toy run's 2 episodes).
+  The same command gives the same episodes: the random policy's draws follow --seed."""
+  random = []
+  for policy, flags, episodes in (("greedy", [], 2), *[("random", ["--num_episodes=3", "--seed=4"], 3)] * 2):
     result = run_module("pipelines.evaluate", f"--root_dir={toy_run}", f"--policy={policy}", *flags)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [line for line in result.stdout.splitlines() if line.strip()]
@@ -52,6 +54,9 @@ def test_evaluate_prints_one_json_line_for_greedy_and_random(toy_run):
     assert summary["policy"] == policy and summary["num_episodes"] == episodes
     assert summary["min_return"] <= summary["average_return"] <= summary["max_return"]
     assert summary["min_return"] >= 8  # CartPole cannot end sooner
+    if policy == "random":
+      random.append({k: v for k, v in summary.items() if k != "seconds"})
+  assert random[0] == random[1]
 
 
 def test_evaluate_refuses_a_folder_without_a_run(tmp_path):

@@ -49,13 +49,18 @@ from pipelines.training import collection
 
 def configured(fn, name: str):
   """The value the parsed gin config binds to `fn.name` (a configurable reference as the
-  function or class it names), else `fn`'s default."""
+  function or class it names, a macro as its value), else `fn`'s default."""
   configurable = getattr(fn, "__name__", str(fn))
   try:
     value = gin.query_parameter(f"{configurable}.{name}")
   except ValueError:
     return inspect.signature(fn).parameters[name].default
-  return value.configurable.wrapped if isinstance(value, gin.config.ConfigurableReference) else value
+  # `X.y = %macro` (gin/agents/dqn_atari.gin's `%replay_fn`) is a reference to gin's `macro`
+  # function scoped by the macro's name; its value is bound as `<name>/gin.macro.value`.
+  reference = gin.config.ConfigurableReference
+  while isinstance(value, reference) and value.configurable.wrapped is gin.config.macro:
+    value = gin.query_parameter(f"{'/'.join(value.scopes)}/gin.macro.value")
+  return value.configurable.wrapped if isinstance(value, reference) else value
 
 
 def _collect_envs() -> int:

@@ -188,11 +188,14 @@ class OffPolicyTrainer(_GraphLoop):
   def replay_plan(cls) -> rr.ReplayPlan:
     """Distributed: items of `make_dataset.num_steps` steps at every step, the replay's
     capacity, and a samples-per-insert limit of `train x batch / collect`, this trainer's
-    exact ratio of gradient steps to env steps."""
+    exact ratio of gradient steps to env steps. A frame-stack replay (Atari) becomes Reverb's
+    frame-once layout: each frame stored once there too."""
     batch = configured(replay.make_dataset, "batch_size")
     collect = configured(cls, "collect_steps_per_iteration")
     train = configured(cls, "train_steps_per_iteration")
     replay_fn = configured(cls, "replay_fn")
+    # The bound function is gin's undecorated one, the module's attribute its gin wrapper.
+    frames_once = inspect.unwrap(replay_fn) is inspect.unwrap(replay.frame_stack_replay)
     return rr.ReplayPlan(
       on_policy=False,
       sequence_length=configured(replay.make_dataset, "num_steps"),
@@ -203,6 +206,7 @@ class OffPolicyTrainer(_GraphLoop):
       batch_size=batch,
       train_steps_per_iteration=train,
       env_steps_per_iteration=collect,
+      frames_once=frames_once,
     )
 
   def checkpoint_items(self) -> dict:

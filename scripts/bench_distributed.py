@@ -44,7 +44,7 @@ from pipelines import configurables  # noqa: E402, F401
 from pipelines.distributed import distributed  # noqa: E402
 from pipelines.replay import replay  # noqa: E402
 from pipelines.replay import reverb_replay as rr  # noqa: E402
-from pipelines.training import collection, experiment  # noqa: E402
+from pipelines.training import collection, experiment, learning  # noqa: E402
 
 
 def parse(gin_file: str, bindings: list[str]) -> None:
@@ -153,7 +153,7 @@ def learner(parts, plan, address: str, client) -> None:
 
 
 def replay_batch_size() -> int:
-  return distributed._bound(replay.make_dataset, "batch_size")
+  return learning.configured(replay.make_dataset, "batch_size")
 
 
 def single_process(gin_file: str, env_steps: int) -> None:

@@ -330,12 +330,12 @@ class FrameWriter:
     for i, writer in enumerate(self._writers):
       step = tf.nest.map_structure(lambda x, i=i: x[i], trajectory)
       frames = step.observation
-      older = list(frames[:-1])
-      if not self._appended[i]:
-        # The first item's frames reach (length - 1) x (stack - 1) frames further back than
-        # its first step's stack: frames no step uses, zero.
-        older = [self._frame] * ((self._length - 1) * (self._stack - 1)) + older
       if not self._appended[i] or step.step_type == ts.StepType.FIRST:
+        older = list(frames[:-1])
+        if not self._appended[i]:
+          # The writer's first item reaches (length - 1) x (stack - 1) frames further back
+          # than its first step's stack: frames no step uses, zero.
+          older = [self._frame] * ((self._length - 1) * (self._stack - 1)) + older
         for frame in older:
           writer.append({FRAMES: frame})
         self._appended[i] += len(older)

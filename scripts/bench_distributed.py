@@ -1,7 +1,10 @@
-"""Distributed collection benchmark: actors scaling, learner sampling, Reverb's overhead.
+"""Distributed collection benchmark: actors scaling, learner sampling, Reverb's overhead;
+with --atari, what a Reverb server holding Breakout's replay costs.
 
     .venv/bin/python scripts/bench_distributed.py                    # DQN CartPole, 1/2/4 actors
     .venv/bin/python scripts/bench_distributed.py --actors=1,2 --seconds=20
+    .venv/bin/python scripts/bench_distributed.py --atari            # 200k transitions, ~10 min
+    .venv/bin/python scripts/bench_distributed.py --atari --transitions=20_000 --old_transitions=5_000
 
 1. Collection: this process serves the experiment's Reverb tables (rate limit off: no
    learner is reading) and pushes the initial weights; N `pipelines-launch --role=actor`
@@ -17,14 +20,39 @@
 
 On a machine with C cores, N actors plus this process share them: beyond C - 1 actors
 the total cannot grow; the figures show where that happens here.
+
+--atari (gin/dqn_breakout_dopamine.gin, whose replay is `frame_stack_replay`, so that the
+distributed plan stores each frame once: `FrameWriter`, `ReverbFrameReplay`):
+0. A pool of --pool real Breakout steps: --writers copies of ale-py's AtariVectorEnv with the
+   gin's protocol (`pipelines.envs.atari`), uniform random actions, as TF-Agents
+   trajectories. Each copy's steps are kept as its newest frames plus each episode's older
+   frames (checked against every observation while collecting) and cycled through by the
+   writers: Reverb compresses chunk by chunk, so a repeated pool compresses no better.
+1. Memory: a Reverb server in its own process (an experience table of the plan's layout,
+   no rate limit: nothing samples while it fills) and --writers writer processes, each
+   writing its copy's steps with the actor's observer. The server's resident memory
+   (/proc/<pid>/status VmRSS) empty and holding --transitions items, the figure per
+   transition and its extrapolation to 1M; insert rate (items/s, all writers together).
+   The same for today's layout (whole stacks per step, `WindowWriter`) at --old_transitions.
+2. The frame-once server's checkpoint: Reverb's checkpoint() time and size on disk, then a
+   new server process loading it (its constructor's time) and its memory after the load.
+3. Learner side, against the restored server: transitions/s sampled (batch 32, the gin's
+   `make_dataset`: the tf.data pipeline that rebuilds the stacks) and gradient steps/s of the
+   gin's DQN update on those batches, against the in-process `FrameStackReplay` holding the
+   same steps in this process; medians over --rounds interleaved rounds (target >= 0.8x).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import pickle
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,15 +64,19 @@ from pipelines import cli  # noqa: E402
 cli.quiet_libraries()
 
 import gin  # noqa: E402
+import numpy as np  # noqa: E402
+import reverb  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tf_agents.experimental.distributed import reverb_variable_container  # noqa: E402
 from tf_agents.policies import random_tf_policy  # noqa: E402
+from tf_agents.trajectories import policy_step, trajectory  # noqa: E402
+from tf_agents.trajectories import time_step as ts  # noqa: E402
 
 from pipelines import configurables  # noqa: E402, F401
 from pipelines.distributed import distributed  # noqa: E402
 from pipelines.replay import replay  # noqa: E402
 from pipelines.replay import reverb_replay as rr  # noqa: E402
-from pipelines.training import collection, experiment  # noqa: E402
+from pipelines.training import collection, experiment, learning  # noqa: E402
 
 
 def parse(gin_file: str, bindings: list[str]) -> None:
@@ -153,7 +185,7 @@ def learner(parts, plan, address: str, client) -> None:
 
 
 def replay_batch_size() -> int:
-  return distributed._bound(replay.make_dataset, "batch_size")
+  return learning.configured(replay.make_dataset, "batch_size")
 
 
 def single_process(gin_file: str, env_steps: int) -> None:
@@ -181,14 +213,380 @@ def single_process(gin_file: str, env_steps: int) -> None:
   )
 
 
+# ---------------------------------------------------------------- --atari: Breakout's replay in Reverb
+
+ATARI_GIN = "gin/dqn_breakout_dopamine.gin"
+OTHER_FIELDS = ("step_type", "action", "next_step_type", "reward", "discount")  # all but the observation
+FRAMES_ONCE, STACKS = "frames", "stacks"  # the two layouts: FrameWriter, WindowWriter
+
+
+def rss_mb(pid: int) -> float:
+  for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    if line.startswith("VmRSS:"):
+      return int(line.split()[1]) / 1024
+  return float("nan")
+
+
+def collect_pool(env, steps: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
+  """`steps` random-action steps of the batched Breakout `env`, per copy: the newest frame of
+  every step, each episode's older frames at its first step, the other trajectory fields;
+  each copy's steps end at its last step between episodes, so that cycling them starts a new
+  episode. Every observation is checked to be the stack those frames rebuild."""
+  rng = np.random.default_rng(seed)
+  copies = env.batch_size
+  time_step = env.reset()
+  columns: list[dict[str, list]] = [{} for _ in range(copies)]
+  stacks = [None] * copies
+  for _ in range(steps // copies):
+    action = rng.integers(0, env.action_spec().maximum + 1, copies).astype(np.int64)
+    next_time_step = env.step(action)
+    step = trajectory.from_transition(time_step, policy_step.PolicyStep(action, (), ()), next_time_step)
+    for k in range(copies):
+      observation = step.observation[k]
+      starts = stacks[k] is None or step.step_type[k] == ts.StepType.FIRST
+      stacks[k] = observation[:-1] if starts else stacks[k][1:]
+      stacks[k] = np.concatenate([stacks[k], observation[-1:]])
+      if not np.array_equal(stacks[k], observation):
+        raise AssertionError("an observation is not the stack of the frames before it in its episode")
+      fields = {f: getattr(step, f)[k] for f in OTHER_FIELDS}
+      fields["frame"] = observation[-1]
+      fields["older"] = observation[:-1] if starts else np.zeros_like(observation[:-1])
+      for name, value in fields.items():
+        columns[k].setdefault(name, []).append(value)
+    time_step = next_time_step
+  pool = []
+  for k in range(copies):
+    arrays = {name: np.stack(values) for name, values in columns[k].items()}
+    ends = np.flatnonzero(arrays["step_type"] == ts.StepType.LAST)
+    if not len(ends):
+      raise SystemExit(f"copy {k} finished no episode in {steps // copies} steps: raise --pool")
+    cut = ends[-1] + 1
+    starts = np.flatnonzero((arrays["step_type"][:cut] == ts.StepType.FIRST) | (np.arange(cut) == 0))
+    pool.append(
+      {
+        **{name: a[:cut] for name, a in arrays.items() if name != "older"},
+        "start_ids": starts,
+        "start_older": arrays["older"][starts],
+      }
+    )
+  return pool
+
+
+def pool_steps(copy: dict[str, np.ndarray], steps: int):
+  """`steps` trajectory steps (numpy, unbatched) of one copy's pool, cycled, with their stacks."""
+  older = dict(zip(copy["start_ids"].tolist(), copy["start_older"], strict=True))
+  length = len(copy["frame"])
+  stack = None
+  for n in range(steps):
+    t = n % length
+    frame = copy["frame"][t][None]
+    stack = np.concatenate([older[t], frame]) if t in older else np.concatenate([stack[1:], frame])
+    yield trajectory.Trajectory(
+      step_type=copy["step_type"][t],
+      observation=stack,
+      action=copy["action"][t],
+      policy_info=(),
+      next_step_type=copy["next_step_type"][t],
+      reward=copy["reward"][t],
+      discount=copy["discount"][t],
+    )
+
+
+def serve(work: Path, layout: str, capacity: int) -> None:
+  """--_serve: a Reverb server with an experience table of `layout`, checkpointed to (and
+  loaded from) work/<layout>_checkpoints, until SIGTERM. Prints 'ready <port> <seconds>',
+  the seconds the server took to start (to load a checkpoint, if any)."""
+  spec, plan = pickle.loads((work / "spec.pkl").read_bytes())
+  plan = dataclasses.replace(plan, frames_once=layout == FRAMES_ONCE)
+  table = rr.experience_table(plan.signature(spec), capacity, min_size=1)
+  start = time.perf_counter()
+  server = rr.start_server([table], rr.free_port(), work / f"{layout}_checkpoints")
+  print(f"ready {server.port} {time.perf_counter() - start:.3f}", flush=True)
+  stopped = []
+  signal.signal(signal.SIGTERM, lambda *_: stopped.append(True))
+  while not stopped:
+    time.sleep(0.2)
+  server.stop()
+
+
+def write(work: Path, layout: str, copy: int, steps: int, address: str, chunk_length: int) -> None:
+  """--_write: one writer process (an actor's observer on one environment copy) writing
+  `steps` of pool copy `copy`; waits for work/go, prints 'wrote <start> <end>' (time.time)."""
+  spec, plan = pickle.loads((work / "spec.pkl").read_bytes())
+  with np.load(work / f"pool_{copy}.npz") as data:
+    pool = dict(data)
+  client = reverb.Client(address)
+  if layout == FRAMES_ONCE:  # the plan's writer, with this run's chunk length
+    writer = rr.FrameWriter(client, spec, 1, plan.sequence_length, chunk_length=chunk_length)
+  else:
+    writer = dataclasses.replace(plan, frames_once=False).writer(client, spec, 1)
+  # Stacks rebuilt on the fly (a copy of 28 KB per step, next to the writer's ~0.4 ms): a
+  # list of them would hold 28 GB per 1M steps.
+  batched = (tf.nest.map_structure(lambda x: np.asarray(x)[None], s) for s in pool_steps(pool, steps))
+  (work / f"ready_{copy}").touch()
+  while not (work / "go").exists():
+    time.sleep(0.05)
+  start = time.time()
+  for n, step in enumerate(batched):
+    writer(step)
+    if n % 64 == 63:  # an actor flushes after every run of steps (run_actor.steps_per_run)
+      writer.flush()
+  writer.flush()
+  writer.close()
+  print(f"wrote {start:.6f} {time.time():.6f}", flush=True)
+
+
+class Server:
+  """A `--_serve` subprocess."""
+
+  def __init__(self, work: Path, layout: str, capacity: int):
+    command = [sys.executable, __file__, "--_serve", f"--_work={work}", f"--_layout={layout}"]
+    command.append(f"--_capacity={capacity}")
+    self.process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True, env=_quiet_env())
+    line = self.process.stdout.readline().split()
+    if not line or line[0] != "ready":
+      raise SystemExit(f"the bench's Reverb server did not start ({line})")
+    self.address, self.start_seconds = f"localhost:{line[1]}", float(line[2])
+    self.client = rr.wait_for_server(self.address, 60, "bench", announce=False)
+
+  def rss(self) -> float:
+    return rss_mb(self.process.pid)
+
+  def items(self) -> int:
+    return int(self.client.server_info()[rr.EXPERIENCE].current_size)
+
+  def stop(self) -> None:
+    self.process.send_signal(signal.SIGTERM)
+    self.process.wait()
+
+
+def _quiet_env() -> dict:
+  return dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
+
+
+def fill_server(work: Path, layout: str, items: int, writers: int, chunk_length: int) -> tuple[Server, dict]:
+  """A server of `layout` filled with `items` items by `writers` writer processes at once."""
+  server = Server(work, layout, capacity=items + writers)
+  empty = server.rss()
+  (work / "go").unlink(missing_ok=True)
+  steps = -(-items // writers) + 1  # the first step of a writer makes no 2-step item
+  procs = [
+    subprocess.Popen(
+      [
+        sys.executable, __file__, "--_write", f"--_work={work}", f"--_layout={layout}", f"--_copy={k}",
+        f"--_steps={steps}", f"--_address={server.address}", f"--chunk_length={chunk_length}",
+      ],
+      cwd=REPO, stdout=subprocess.PIPE, text=True, env=_quiet_env(),
+    )
+    for k in range(writers)
+  ]  # fmt: skip
+  while not all((work / f"ready_{k}").exists() for k in range(writers)):
+    if any(p.poll() not in (None, 0) for p in procs):
+      raise SystemExit("a bench writer process failed")
+    time.sleep(0.2)
+  (work / "go").touch()
+  spans = []
+  for p in procs:
+    out, _ = p.communicate()
+    if p.returncode != 0:
+      raise SystemExit("a bench writer process failed")
+    spans.append([float(x) for x in out.split()[-2:]])
+  for k in range(writers):
+    (work / f"ready_{k}").unlink()
+  held = server.items()
+  time.sleep(2)  # chunks the last items freed, the allocator settling
+  figures = {
+    "items": held,
+    "empty_mb": empty,
+    "rss_mb": server.rss(),
+    "insert_rate": held / (max(e for _, e in spans) - min(s for s, _ in spans)),
+  }
+  figures["bytes_per_item"] = (figures["rss_mb"] - empty) * 2**20 / held
+  return server, figures
+
+
+def _memory_line(name: str, f: dict) -> str:
+  per_million = f["bytes_per_item"] * 1e6 / 2**30
+  return (
+    f"  {name}: server RSS {f['empty_mb']:,.0f} MB empty -> {f['rss_mb']:,.0f} MB holding "
+    f"{f['items']:,} transitions = {f['bytes_per_item']:,.0f} B per transition; 1M transitions: "
+    f"{per_million:.2f} GiB + {f['empty_mb'] / 1024:.2f} GiB empty server = "
+    f"{per_million + f['empty_mb'] / 1024:.2f} GiB"
+  )
+
+
+def learner_rates(parts, sources: dict, batches: int, updates: int, rounds: int) -> dict[str, dict]:
+  """Per source (a replay buffer): transitions/s sampled through the gin's make_dataset and
+  gradient steps/s of the trainer's compiled update on them; medians of interleaved rounds."""
+  update = parts.trainer._update  # the gin's DQN update as OffPolicyTrainer compiles it
+  batch = learning.configured(replay.make_dataset, "batch_size")
+  loops = {}
+  for name, source in sources.items():
+    iterator = iter(replay.make_dataset(source))
+
+    @tf.function(autograph=False)
+    def sample(n, iterator=iterator):
+      def body(i, total):
+        experience, _ = next(iterator)
+        return i + 1, total + tf.reduce_sum(tf.cast(experience.observation, tf.int32))
+
+      return tf.while_loop(lambda i, _: i < n, body, (tf.constant(0), tf.constant(0)))
+
+    @tf.function(autograph=False)
+    def train(n, iterator=iterator):
+      def body(i, loss):
+        experience, _ = next(iterator)
+        return i + 1, update(experience).loss
+
+      return tf.while_loop(lambda i, _: i < n, body, (tf.constant(0), tf.constant(0.0)))
+
+    sample(tf.constant(2))  # trace, start the pipeline's threads and streams
+    if updates:
+      train(tf.constant(2))
+    loops[name] = (sample, train)
+  rates = {name: {"sample": [], "train": []} for name in sources}
+  for _ in range(rounds):
+    for name, (sample, train) in loops.items():
+      start = time.perf_counter()
+      sample(tf.constant(batches))
+      rates[name]["sample"].append(batches * batch / (time.perf_counter() - start))
+      if updates:
+        start = time.perf_counter()
+        train(tf.constant(updates))
+        rates[name]["train"].append(updates / (time.perf_counter() - start))
+  return {
+    name: {k: float(np.median(v)) if v else float("nan") for k, v in r.items()} for name, r in rates.items()
+  }
+
+
+def atari(args) -> None:
+  items, writers = args.transitions, args.writers
+  parse(
+    ATARI_GIN,
+    [
+      f"collect/make_environment.num_envs = {writers}",
+      "collect/make_environment.vector_env_fn = @atari_vector_env",
+      "eval/make_environment.num_envs = 1",
+      f"frame_stack_replay.capacity = {items + 2 * writers}",
+    ],
+  )
+  plan = distributed.plan_from_gin()
+  print(
+    f"{ATARI_GIN}: replay {learning.configured(learning.OffPolicyTrainer, 'replay_fn').__name__}, "
+    f"distributed layout: {'frames once' if plan.frames_once else 'whole stacks'}; {writers} writers, "
+    f"chunks of {args.chunk_length} frames; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores",
+    flush=True,
+  )
+  parts = experiment.build_components()
+  spec = parts.agent.collect_data_spec
+  work = Path(tempfile.mkdtemp(prefix="bench_distributed_"))
+  try:
+    (work / "spec.pkl").write_bytes(pickle.dumps((spec, plan)))
+    start = time.perf_counter()
+    pool = collect_pool(parts.collect_env, args.pool)
+    for k, copy in enumerate(pool):
+      np.savez(work / f"pool_{k}.npz", **copy)
+    episodes = sum(int(np.sum(c["step_type"] == ts.StepType.LAST)) for c in pool)
+    print(
+      f"0. pool: {sum(len(c['frame']) for c in pool):,} Breakout steps ({episodes} games, random actions) "
+      f"in {time.perf_counter() - start:.0f} s",
+      flush=True,
+    )
+
+    print("1. Reverb server memory and inserts:", flush=True)
+    old_server, old = fill_server(work, STACKS, args.old_transitions, writers, args.chunk_length)
+    old_server.stop()
+    print(_memory_line("whole stacks per step (today's layout, WindowWriter)", old), flush=True)
+    server, new = fill_server(work, FRAMES_ONCE, items, writers, args.chunk_length)
+    print(_memory_line("frames once (FrameWriter)", new), flush=True)
+    print(
+      f"  insert rate with {writers} writer processes: frames once {new['insert_rate']:,.0f} items/s, "
+      f"whole stacks {old['insert_rate']:,.0f} items/s",
+      flush=True,
+    )
+    local = parts.trainer.replay
+    print(
+      f"  in-process FrameStackReplay: {local.store._frames[0, 0].nbytes:,} B per transition (its frames)",
+      flush=True,
+    )
+
+    print("2. Checkpoint of the frame-once server:", flush=True)
+    start = time.perf_counter()
+    saved = Path(server.client.checkpoint())
+    save_seconds = time.perf_counter() - start
+    size = sum(f.stat().st_size for f in saved.rglob("*") if f.is_file())
+    server.stop()
+    server = Server(work, FRAMES_ONCE, capacity=items + writers)
+    restored = server.items()
+    print(
+      f"  checkpoint(): {save_seconds:.1f} s, {size / 2**20:,.0f} MiB on disk "
+      f"({size / new['items']:,.0f} B per transition); a new server loaded it in "
+      f"{server.start_seconds:.1f} s: {restored:,} items, RSS {server.rss():,.0f} MB",
+      flush=True,
+    )
+    if restored != new["items"]:
+      raise SystemExit(f"the restored server holds {restored} items, the saved one {new['items']}")
+
+    print("3. Learner side (restored server over gRPC vs in-process FrameStackReplay):", flush=True)
+    rows = [pool_steps(copy, -(-items // writers) + 1) for copy in pool]
+    others = lambda steps: [np.stack([getattr(s, f) for s in steps]) for f in OTHER_FIELDS]  # noqa: E731
+    for steps in zip(*rows, strict=True):
+      local.store.add(
+        np.stack([s.observation for s in steps]), np.stack([s.step_type for s in steps]), others(steps)
+      )
+    source = plan.replay(spec, server.address)
+    rates = learner_rates(parts, {"reverb": source, "local": local}, args.batches, args.updates, args.rounds)
+    server.stop()
+    reverb_rate, local_rate = rates["reverb"], rates["local"]
+    print(
+      f"  sampling, batch {plan.batch_size}: Reverb {reverb_rate['sample']:,.0f} transitions/s, in-process "
+      f"{local_rate['sample']:,.0f} transitions/s (ratio {reverb_rate['sample'] / local_rate['sample']:.2f})",
+      flush=True,
+    )
+    if args.updates:
+      print(
+        f"  DQN update on those batches: Reverb {reverb_rate['train']:.1f} gradient steps/s, in-process "
+        f"{local_rate['train']:.1f} (ratio {reverb_rate['train'] / local_rate['train']:.2f}; target >= 0.8)",
+        flush=True,
+      )
+  finally:
+    parts.close()
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--gin_file", default="gin/dqn_cartpole.gin")
   parser.add_argument("--actors", default="1,2,4")
   parser.add_argument("--seconds", type=float, default=30.0)
   parser.add_argument("--env_steps", type=int, default=5_000, help="single-process comparison")
+  parser.add_argument("--atari", action="store_true", help="Breakout's replay in Reverb (see above)")
+  parser.add_argument(
+    "--transitions", type=int, default=200_000, help="--atari: items in the frame-once server"
+  )
+  parser.add_argument(
+    "--old_transitions", type=int, default=20_000, help="--atari: items, whole-stack server"
+  )
+  parser.add_argument("--pool", type=int, default=20_000, help="--atari: real Breakout steps cycled through")
+  parser.add_argument("--writers", type=int, default=2, help="--atari: writer processes (env copies)")
+  parser.add_argument("--chunk_length", type=int, default=rr.FRAME_CHUNK, help="--atari: frames per chunk")
+  parser.add_argument("--batches", type=int, default=100, help="--atari: batches per sampling round")
+  parser.add_argument("--updates", type=int, default=20, help="--atari: DQN updates per round (0: none)")
+  parser.add_argument("--rounds", type=int, default=5, help="--atari: interleaved rounds")
+  for hidden in ("_serve", "_write"):  # the bench's own subprocesses
+    parser.add_argument(f"--{hidden}", action="store_true", help=argparse.SUPPRESS)
+  for hidden in ("_work", "_layout", "_address"):
+    parser.add_argument(f"--{hidden}", help=argparse.SUPPRESS)
+  for hidden in ("_capacity", "_copy", "_steps"):
+    parser.add_argument(f"--{hidden}", type=int, help=argparse.SUPPRESS)
   args = parser.parse_args()
   os.chdir(REPO)
+  if args._serve:
+    return serve(Path(args._work), args._layout, args._capacity)
+  if args._write:
+    return write(Path(args._work), args._layout, args._copy, args._steps, args._address, args.chunk_length)
+  if args.atari:
+    return atari(args)
   print(f"{os.cpu_count()} CPU cores; {args.gin_file}")
   print("1-2. Actors (collection only) and learner:")
   measure_collection(args.gin_file, [int(n) for n in args.actors.split(",")], args.seconds)

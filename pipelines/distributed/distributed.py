@@ -8,15 +8,16 @@ Each role is one process built from the same gin files as a single-process run
   server     a Reverb server with the experience, variables and reports tables
              (pipelines/replay/reverb_replay.py), checkpointed to `<root_dir>/replay_server/`;
   actor      a TF-Agents `train.Actor` stepping its own environment copies with the
-             collect policy, writing trajectory windows to the experience table, pulling
-             the latest weights after every `steps_per_run` env steps;
+             collect policy, writing trajectory windows to the experience table (frames
+             stored once where the replay is a frame-stack replay), pulling the latest
+             weights after every `steps_per_run` env steps;
   learner    the usual `run_experiment` loop (evaluation, checkpoints, policy exports,
              metrics) with `ReverbLearner` as its trainer: it samples from the
              experience table, trains, pushes weights and counts the actors' env steps;
   eval       follows the learner's policy exports, evaluates each one, appends the
              results to `<root_dir>/eval_exports.jsonl`.
 
-What the roles agree on (window length, table kind, rate limit) is derived from the
+What the roles agree on (window length, table kind and layout, rate limit) is derived from the
 single-process settings by `plan_from_gin`: a replay agent's gradient steps per env step
 become Reverb's samples-per-insert rate limit, so actors and learner keep the ratio the
 gin file asks for however fast each of them runs.
@@ -36,7 +37,6 @@ import tensorflow as tf
 from tf_agents.experimental.distributed import reverb_variable_container
 from tf_agents.metrics import tf_metrics
 from tf_agents.policies import py_tf_eager_policy
-from tf_agents.replay_buffers import reverb_replay_buffer
 from tf_agents.train import actor as tfa_actor
 
 from pipelines import cli, signals
@@ -153,7 +153,7 @@ def run_actor(address: str, actor_id: int, wait_timeout: float, steps_per_run: i
   container.update(variables)
   env = parts.collect_env
   num_envs = env.batch_size or 1
-  writer = rr.WindowWriter(client, num_envs, plan.sequence_length, plan.stride)
+  writer = plan.writer(client, parts.agent.collect_data_spec, num_envs)
   tally = _Tally(num_envs)
   policy = py_tf_eager_policy.PyTFEagerPolicy(
     parts.agent.collect_policy, use_tf_function=True, batch_time_steps=False
@@ -247,13 +247,8 @@ class ReverbLearner:
 
   def initialize(self) -> None:
     self._client = rr.wait_for_server(self._address, self._wait_timeout, "learner")
-    buffer = reverb_replay_buffer.ReverbReplayBuffer(
-      self._agent.collect_data_spec,
-      rr.EXPERIENCE,
-      sequence_length=self._plan.sequence_length,
-      server_address=self._address,
-      rate_limiter_timeout_ms=2_000,  # back to Python (signals, "waiting" lines) when starved
-    )
+    # 2 s without samples: back to Python (signals, "waiting" lines) when starved.
+    buffer = self._plan.replay(self._agent.collect_data_spec, self._address, rate_limiter_timeout_ms=2_000)
     if self._plan.on_policy:
       self._dataset = buffer.as_dataset(
         sample_batch_size=self._plan.batch_size, num_steps=self._plan.sequence_length

@@ -141,19 +141,31 @@ class FrameStore:
       high = self._added - num_steps
       if high < low:
         raise ValueError(f"replay holds {self._added} steps per row, too few to sample {num_steps}")
-      rows = self._rng.integers(0, self._rows, batch_size)[:, None]
-      ids = self._rng.integers(low, high + 1, batch_size)[:, None] + np.arange(num_steps)
-      slots = ids % self._length
-      age = self._age[rows, slots]
-      stacks = np.empty((batch_size, num_steps, self._stack, *self._frames.shape[2:]), self._frames.dtype)
-      for j in range(self._stack):
-        back = self._stack - 1 - j
-        stacks[:, :, j] = self._frames[rows, (ids - back) % self._length]
-        for b, s in np.argwhere(back > age):  # before the episode's first step
-          a = age[b, s]
-          stacks[b, s, j] = self._first_frames[rows[b, 0]][ids[b, s] - a][j + a]
-      others = [array[rows, slots] for array in self._other]
-      return stacks, others, ids
+      rows = self._rng.integers(0, self._rows, batch_size)
+      starts = self._rng.integers(low, high + 1, batch_size)
+      return self._gather(rows, starts, num_steps)
+
+  def gather(self, rows: np.ndarray, starts: np.ndarray, num_steps: int):
+    """The runs of `num_steps` steps from step `starts[b]` of row `rows[b]` (step numbers
+    count from the first step added), as `sample` returns them; the steps must still be held."""
+    with self._lock:
+      return self._gather(np.asarray(rows), np.asarray(starts), num_steps)
+
+  def _gather(self, rows: np.ndarray, starts: np.ndarray, num_steps: int):
+    batch_size = len(rows)
+    rows = rows[:, None]
+    ids = starts[:, None] + np.arange(num_steps)
+    slots = ids % self._length
+    age = self._age[rows, slots]
+    stacks = np.empty((batch_size, num_steps, self._stack, *self._frames.shape[2:]), self._frames.dtype)
+    for j in range(self._stack):
+      back = self._stack - 1 - j
+      stacks[:, :, j] = self._frames[rows, (ids - back) % self._length]
+      for b, s in np.argwhere(back > age):  # before the episode's first step
+        a = age[b, s]
+        stacks[b, s, j] = self._first_frames[rows[b, 0]][ids[b, s] - a][j + a]
+    others = [array[rows, slots] for array in self._other]
+    return stacks, others, ids
 
   def state(self) -> dict[str, np.ndarray]:
     used = min(self._added, self._length)

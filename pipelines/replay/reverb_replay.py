@@ -9,7 +9,9 @@ runs the same server as its own process for separate actors and a learner.
 
 A Reverb server holds three tables:
   experience  trajectory windows: uniform sampling for replay agents (DQN family), a
-              queue read once for on-policy agents (PPO, A2C);
+              queue read once for on-policy agents (PPO, A2C); with a frame-stack replay
+              (`frame_stack_replay`, Atari) each stored frame once, items referencing them
+              (`FrameWriter`, `ReverbFrameReplay`);
   variables   the latest policy weights, train step and env step count (one item,
               TF-Agents' `ReverbVariableContainer`);
   reports     what actors tell the learner: env steps taken, episodes and their returns.
@@ -19,6 +21,7 @@ Security: a Reverb server has no authentication and listens on all interfaces.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import shutil
 import tempfile
@@ -30,8 +33,10 @@ import gin
 import numpy as np
 import reverb
 import tensorflow as tf
-from tf_agents.replay_buffers import reverb_replay_buffer
+import tree
+from tf_agents.replay_buffers import replay_buffer, reverb_replay_buffer
 from tf_agents.specs import tensor_spec
+from tf_agents.trajectories import time_step as ts
 
 from pipelines import signals
 from pipelines.errors import PipelineError
@@ -53,12 +58,41 @@ class ReplayPlan:
   batch_size: int  # items per gradient step
   train_steps_per_iteration: int
   env_steps_per_iteration: int  # env steps one learner iteration stands for
+  # Items reference frames stored once per step (`FrameWriter`) instead of whole stacked
+  # observations (`WindowWriter`): the trainer's replay is a frame-stack replay.
+  frames_once: bool = False
+
+  def signature(self, data_spec):
+    """The experience table's item signature for trajectories of `data_spec`."""
+    if self.frames_once:
+      return frame_signature(data_spec, self.sequence_length)
+    return tensor_spec.add_outer_dim(tensor_spec.from_spec(data_spec))
 
   def tables(self, data_spec, variables) -> list:
     experience = experience_table(
-      data_spec, self.capacity, self.min_size, self.samples_per_insert, queue=self.on_policy
+      self.signature(data_spec), self.capacity, self.min_size, self.samples_per_insert, queue=self.on_policy
     )
     return [experience, variables_table(variables), reports_table()]
+
+  def writer(self, client: reverb.Client, data_spec, num_envs: int) -> WindowWriter | FrameWriter:
+    """An actor's observer writing its `num_envs` copies' steps as this plan's items."""
+    if self.frames_once:
+      return FrameWriter(client, data_spec, num_envs, self.sequence_length)
+    return WindowWriter(client, num_envs, self.sequence_length, self.stride)
+
+  def replay(self, data_spec, address: str, rate_limiter_timeout_ms: int = -1) -> replay_buffer.ReplayBuffer:
+    """The learner's view of the experience table: a TF-Agents buffer read by `as_dataset`."""
+    if self.frames_once:
+      return ReverbFrameReplay(
+        data_spec, address, self.sequence_length, rate_limiter_timeout_ms=rate_limiter_timeout_ms
+      )
+    return reverb_replay_buffer.ReverbReplayBuffer(
+      data_spec,
+      EXPERIENCE,
+      sequence_length=self.sequence_length,
+      server_address=address,
+      rate_limiter_timeout_ms=rate_limiter_timeout_ms,
+    )
 
 
 EXPERIENCE = "experience"
@@ -79,15 +113,15 @@ SECURITY_NOTE = (
 
 
 def experience_table(
-  data_spec,
+  signature,
   capacity: int,
   min_size: int,
   samples_per_insert: float | None = None,
   queue: bool = False,
 ) -> reverb.Table:
-  """Windows of trajectory steps. Uniform replay (optionally held to `samples_per_insert`
-  sampled items per inserted item, Reverb's rate limiter) or a queue read exactly once."""
-  signature = tensor_spec.add_outer_dim(tensor_spec.from_spec(data_spec))
+  """Items of `signature` (`ReplayPlan.signature`). Uniform replay (optionally held to
+  `samples_per_insert` sampled items per inserted item, Reverb's rate limiter) or a queue
+  read exactly once."""
   if queue:
     return reverb.Table.queue(EXPERIENCE, max_size=capacity, signature=signature)
   if samples_per_insert:
@@ -201,6 +235,219 @@ class WindowWriter:
       writer.close()
 
 
+# ---------------------------------------------------------------- frames stored once
+
+FRAMES = "frames"
+STEPS = "steps"
+# Frames per chunk, Reverb's unit of compression and of transfer to a sampler. Longer chunks
+# compress Breakout's frames a little better but every sampled item decompresses the chunks
+# it spans whole: `scripts/bench_distributed.py --atari --chunk_length=N` measures both sides.
+FRAME_CHUNK = 16
+
+
+def frame_stack(data_spec) -> int:
+  """Frames per stacked observation: the observation is (stack, *frame), oldest first."""
+  return int(data_spec.observation.shape[0])
+
+
+def frame_signature(data_spec, num_steps: int) -> dict:
+  """An item of `num_steps` steps in the frame-once layout: `frames`, the last
+  `num_steps * stack` frames written up to its newest step ([num_steps * stack, *frame],
+  references to frames stored once), where `stacked_observations` finds each step's stack;
+  `steps`, every other trajectory field ([num_steps, ...])."""
+  observation = data_spec.observation
+  rest = tensor_spec.from_spec(data_spec._replace(observation=()))
+  return {
+    FRAMES: tf.TensorSpec([num_steps * frame_stack(data_spec), *observation.shape[1:]], observation.dtype),
+    STEPS: tensor_spec.add_outer_dim(rest, num_steps),
+  }
+
+
+def stacked_observations(frames: tf.Tensor, step_type: tf.Tensor, stack: int) -> tf.Tensor:
+  """Each step's stacked observation, [batch, steps, stack, *frame], from a batch of
+  frame-once items: `frames` [batch, steps * stack, *frame] ends with the newest step's
+  frame, and a step's newest frame is one frame after the step before it, or `stack`
+  frames after it where it begins an episode (`FrameWriter` wrote that episode's older
+  frames in between)."""
+  steps = step_type.shape[1]
+  begins = tf.cast(tf.equal(step_type[:, 1:], ts.StepType.FIRST), tf.int32)
+  gaps = 1 + (stack - 1) * begins  # from step k - 1's newest frame to step k's, k >= 1
+  from_end = tf.concat([tf.cumsum(gaps, axis=1, reverse=True), tf.zeros_like(gaps[:, :1])], axis=1)
+  newest = steps * stack - 1 - from_end  # [batch, steps]
+  return tf.gather(frames, newest[:, :, None] - (stack - 1) + tf.range(stack), batch_dims=1)
+
+
+class FrameWriter:
+  """Python observer writing each environment copy's steps to Reverb, each stacked
+  observation's newest frame once, and an item of `length` consecutive steps at every step
+  (as `WindowWriter` with stride 1). One Reverb writer per copy; call it with batched
+  trajectories.
+
+  A frame-stack observation (stack, *frame) shares all but its newest frame with the step
+  before it in the same episode, so each step appends `observation[-1]` to the `frames`
+  column and its other fields to `steps`. At an episode's first step (and a writer's first
+  step) the stack's older frames are appended first, as steps holding only a frame (zeros
+  after a game reset, real frames where ale-py's vector env starts a life's episode with
+  them): every step's stack is then the `stack` frames written up to its own, exactly as
+  the environment stacked them (as `FrameStore` rebuilds them). An item references the
+  last `length * stack` frames up to its newest step, a contiguous run (Reverb merges the
+  references of one chunk into one slice, so a column's references must be consecutive),
+  which holds every step's stack, those of an item joining two episodes too; the learner
+  picks them out (`stacked_observations`). Frames are chunked `chunk_length` at a time, and
+  a chunk shared by the items over it is stored once.
+  """
+
+  def __init__(
+    self,
+    client: reverb.Client,
+    data_spec,
+    num_envs: int,
+    length: int,
+    chunk_length: int = FRAME_CHUNK,
+    table: str = EXPERIENCE,
+  ):
+    self._length = length
+    self._stack = frame_stack(data_spec)
+    self._frame = np.zeros(data_spec.observation.shape[1:], data_spec.observation.dtype.as_numpy_dtype)
+    self._chunk_length = chunk_length
+    self._table = table
+    # An item's frames reach `length * stack` frames back from its newest step's.
+    keep = max(length * self._stack, chunk_length)
+    # Column paths as Reverb names them: dm-tree's paths of the structure appended.
+    appended = {FRAMES: 0, STEPS: data_spec._replace(observation=())}
+    columns = [path for path, _ in tree.flatten_with_path(appended)]
+    self._writers = []
+    for _ in range(num_envs):
+      writer = client.trajectory_writer(num_keep_alive_refs=keep)
+      for path in columns:  # Reverb's auto-tuned chunks stay short with a short history
+        writer.configure(path, num_keep_alive_refs=keep, max_chunk_length=chunk_length)
+      self._writers.append(writer)
+    self._appended = [0] * num_envs  # frames appended per writer
+    # Frames appended up to each of the last `length` steps (its newest frame included).
+    self._steps = [collections.deque(maxlen=length) for _ in range(num_envs)]
+
+  def __call__(self, trajectory) -> None:
+    for i, writer in enumerate(self._writers):
+      step = tf.nest.map_structure(lambda x, i=i: x[i], trajectory)
+      frames = step.observation
+      if not self._appended[i] or step.step_type == ts.StepType.FIRST:
+        older = list(frames[:-1])
+        if not self._appended[i]:
+          # The writer's first item reaches (length - 1) x (stack - 1) frames further back
+          # than its first step's stack: frames no step uses, zero.
+          older = [self._frame] * ((self._length - 1) * (self._stack - 1)) + older
+        for frame in older:
+          writer.append({FRAMES: frame})
+        self._appended[i] += len(older)
+      writer.append({FRAMES: frames[-1], STEPS: step._replace(observation=())})
+      self._appended[i] += 1
+      steps = self._steps[i]
+      steps.append(self._appended[i])
+      if len(steps) == self._length:
+        history = writer.history
+        at = [s - self._appended[i] - 1 for s in steps]  # from the end: the newest is -1
+        item = {
+          FRAMES: history[FRAMES][-self._length * self._stack :],
+          STEPS: tf.nest.map_structure(lambda column, at=at: column[at], history[STEPS]),
+        }
+        writer.create_item(self._table, priority=1.0, trajectory=item)
+
+  def flush(self, timeout_ms: int | None = None) -> bool:
+    """Waits until the items are in the table but those over a chunk still being filled
+    (the rate limiter may hold them back); False when `timeout_ms` passed first. Flushing
+    everything would cut chunks short at every call (an actor flushes every few steps)."""
+    for writer in self._writers:
+      try:
+        writer.flush(block_until_num_items=self._chunk_length, timeout_ms=timeout_ms)
+      except reverb.DeadlineExceededError:
+        return False
+    return True
+
+  def close(self) -> None:
+    """Sends every item, then closes the writers."""
+    for writer in self._writers:
+      writer.flush()
+      writer.close()
+
+
+class ReverbFrameReplay(replay_buffer.ReplayBuffer):
+  """The learner's side of the frame-once layout: items sampled from a Reverb table of
+  `frame_signature` items and turned back into trajectories of stacked observations, as a
+  TF-Agents buffer read through `as_dataset` (elements: (trajectory, reverb.SampleInfo)).
+
+  Sampling runs as TF-Agents' `ReverbReplayBuffer` does (one Reverb stream per item of a
+  batch, up to 32); the stacks are gathered from each batch's frames.
+  """
+
+  def __init__(
+    self,
+    data_spec,
+    address: str,
+    num_steps: int,
+    table: str = EXPERIENCE,
+    rate_limiter_timeout_ms: int = -1,
+  ):
+    super().__init__(data_spec, capacity=-1)
+    self._address = address
+    self._num_steps = num_steps
+    self._table = table
+    self._timeout = rate_limiter_timeout_ms
+
+  def _as_dataset(self, sample_batch_size=None, num_steps=None, sequence_preprocess_fn=None,
+                  num_parallel_calls=None):  # fmt: skip
+    if sample_batch_size is None or num_steps not in (None, self._num_steps):
+      raise ValueError(f"ReverbFrameReplay samples batches of its items' {self._num_steps} steps")
+    if sequence_preprocess_fn is not None:
+      raise ValueError("ReverbFrameReplay takes no sequence_preprocess_fn")
+    signature = frame_signature(self._data_spec, self._num_steps)
+    dtypes = tf.nest.map_structure(lambda s: s.dtype, signature)
+    shapes = tf.nest.map_structure(lambda s: s.shape, signature)
+    streams = min(sample_batch_size, 32)
+    per_stream = sample_batch_size // streams
+
+    def stream(_):
+      return reverb.TrajectoryDataset(
+        self._address,
+        self._table,
+        dtypes,
+        shapes,
+        max_in_flight_samples_per_worker=3 * per_stream,  # TF-Agents' ~3x the batch
+        num_workers_per_iterator=-1,
+        rate_limiter_timeout_ms=self._timeout,
+      )
+
+    stack = frame_stack(self._data_spec)
+
+    def trajectories(sample):
+      steps = sample.data[STEPS]
+      observation = stacked_observations(sample.data[FRAMES], steps.step_type, stack)
+      return steps._replace(observation=observation), sample.info
+
+    dataset = tf.data.Dataset.range(streams).interleave(
+      stream, cycle_length=streams, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False
+    )
+    dataset = dataset.batch(sample_batch_size, drop_remainder=True)
+    return dataset.map(trajectories, num_parallel_calls=num_parallel_calls or tf.data.AUTOTUNE)
+
+  def _num_frames(self):
+    raise NotImplementedError("ReverbFrameReplay reads a server's table: ask the server (server_info)")
+
+  def _add_batch(self, items):
+    raise NotImplementedError("actors write frame-once items with FrameWriter")
+
+  def _get_next(self, sample_batch_size=None, num_steps=None, time_stacked=True):
+    raise NotImplementedError("ReverbFrameReplay is read through as_dataset")
+
+  def _single_deterministic_pass_dataset(self, *args, **kwargs):
+    raise NotImplementedError("ReverbFrameReplay is read through as_dataset")
+
+  def _gather_all(self):
+    raise NotImplementedError("ReverbFrameReplay is read through as_dataset")
+
+  def _clear(self):
+    raise NotImplementedError("ReverbFrameReplay is never cleared (off-policy replay)")
+
+
 class ReverbReplay:
   """A replay in an embedded Reverb server, used like a TF-Agents buffer by
   `OffPolicyTrainer`: `add_batch` inside the collection graph, `as_dataset` to sample,
@@ -210,7 +457,8 @@ class ReverbReplay:
     self._spec = data_spec
     self._num_envs = num_envs
     self._length = sequence_length
-    self._tables = lambda: [experience_table(data_spec, capacity, min_size=1)]
+    signature = tensor_spec.add_outer_dim(tensor_spec.from_spec(data_spec))
+    self._tables = lambda: [experience_table(signature, capacity, min_size=1)]
     self._root = Path(tempfile.mkdtemp(prefix="reverb_replay_"))
     # Removed when this object goes or, at the latest, by the exit handlers (which
     # `cli.exit_process` runs too, unlike `__del__`).

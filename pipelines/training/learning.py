@@ -49,13 +49,18 @@ from pipelines.training import collection
 
 def configured(fn, name: str):
   """The value the parsed gin config binds to `fn.name` (a configurable reference as the
-  function or class it names), else `fn`'s default."""
+  function or class it names, a macro as its value), else `fn`'s default."""
   configurable = getattr(fn, "__name__", str(fn))
   try:
     value = gin.query_parameter(f"{configurable}.{name}")
   except ValueError:
     return inspect.signature(fn).parameters[name].default
-  return value.configurable.wrapped if isinstance(value, gin.config.ConfigurableReference) else value
+  # `X.y = %macro` (gin/agents/dqn_atari.gin's `%replay_fn`) is a reference to gin's `macro`
+  # function scoped by the macro's name; its value is bound as `<name>/gin.macro.value`.
+  reference = gin.config.ConfigurableReference
+  while isinstance(value, reference) and value.configurable.wrapped is gin.config.macro:
+    value = gin.query_parameter(f"{'/'.join(value.scopes)}/gin.macro.value")
+  return value.configurable.wrapped if isinstance(value, reference) else value
 
 
 def _collect_envs() -> int:
@@ -183,11 +188,14 @@ class OffPolicyTrainer(_GraphLoop):
   def replay_plan(cls) -> rr.ReplayPlan:
     """Distributed: items of `make_dataset.num_steps` steps at every step, the replay's
     capacity, and a samples-per-insert limit of `train x batch / collect`, this trainer's
-    exact ratio of gradient steps to env steps."""
+    exact ratio of gradient steps to env steps. A frame-stack replay (Atari) becomes Reverb's
+    frame-once layout: each frame stored once there too."""
     batch = configured(replay.make_dataset, "batch_size")
     collect = configured(cls, "collect_steps_per_iteration")
     train = configured(cls, "train_steps_per_iteration")
     replay_fn = configured(cls, "replay_fn")
+    # The bound function is gin's undecorated one, the module's attribute its gin wrapper.
+    frames_once = inspect.unwrap(replay_fn) is inspect.unwrap(replay.frame_stack_replay)
     return rr.ReplayPlan(
       on_policy=False,
       sequence_length=configured(replay.make_dataset, "num_steps"),
@@ -198,6 +206,7 @@ class OffPolicyTrainer(_GraphLoop):
       batch_size=batch,
       train_steps_per_iteration=train,
       env_steps_per_iteration=collect,
+      frames_once=frames_once,
     )
 
   def checkpoint_items(self) -> dict:

@@ -224,7 +224,7 @@ class ReverbLearner:
     waiting = f"learner: waiting for experience from actors (replay at {address})"
     self._waiting = signals.WaitingLine(waiting, every=10)
     self._client = None
-    self._update = tf.function(agent.train, jit_compile=not plan.on_policy, autograph=False)
+    self._update = tf.function(agent.train, jit_compile=plan.jit_compile, autograph=False)
     self._train = tf.function(self._train_steps, autograph=False)
 
   def checkpoint_items(self) -> dict:

@@ -61,6 +61,9 @@ class ReplayPlan:
   # Items reference frames stored once per step (`FrameWriter`) instead of whole stacked
   # observations (`WindowWriter`): the trainer's replay is a frame-stack replay.
   frames_once: bool = False
+  # The learner compiles its update with XLA as the in-process trainer would (the Atari gins
+  # turn it off: oneDNN's CPU convolutions beat XLA:CPU there).
+  jit_compile: bool = False
 
   def signature(self, data_spec):
     """The experience table's item signature for trajectories of `data_spec`."""

@@ -207,6 +207,7 @@ class OffPolicyTrainer(_GraphLoop):
       train_steps_per_iteration=train,
       env_steps_per_iteration=collect,
       frames_once=frames_once,
+      jit_compile=configured(cls, "jit_compile"),
     )
 
   def checkpoint_items(self) -> dict:

@@ -52,6 +52,15 @@ def test_the_layout_follows_the_experiments_replay(gin_file, bindings, frames_on
   assert _plan(gin_file, bindings).frames_once is frames_once
 
 
+def test_the_learner_compiles_its_update_as_the_trainer_would():
+  """XLA for the DQN family on small networks; not on Atari (gin/agents/dqn_atari.gin turns it
+  off), nor for on-policy agents, which the learner trains uncompiled."""
+  assert _plan("gin/dqn_cartpole.gin").jit_compile is True
+  assert _plan("gin/dqn_breakout_dopamine.gin").jit_compile is False
+  assert _plan("gin/dqn_cartpole.gin", ["OffPolicyTrainer.jit_compile = False"]).jit_compile is False
+  assert _plan("gin/ppo_cartpole.gin").jit_compile is False
+
+
 def test_the_frame_once_plan_shapes_the_table_writer_and_learner():
   """Items of 2 Atari steps reference 2 x 4 frames of 84x84 once; the learner reads them back
   through ReverbFrameReplay; other plans keep TF-Agents' whole-step windows."""

@@ -106,9 +106,9 @@ def test_bad_input_is_one_line_and_launches_nothing(tmp_path):
   assert not (tmp_path / "c").exists()
 
 
-# Two runs at once, one short and one 3.5 times longer: the sweep is killed when the short
+# Two runs at once, one short and one five times longer: the sweep is killed when the short
 # one finishes, while the long one is under way.
-BUDGETS = "run_experiment.num_env_steps=[200, 700]"
+BUDGETS = "run_experiment.num_env_steps=[200, 1000]"
 
 
 def _complete(root, run):

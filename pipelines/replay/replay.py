@@ -238,7 +238,25 @@ class _Writes:
     self.write = file.write
 
 
-class FrameStackReplay(replay_buffer.ReplayBuffer):
+class DatasetOnlyReplay(replay_buffer.ReplayBuffer):
+  """A TF-Agents `ReplayBuffer` read only through `as_dataset` and never cleared (off-policy
+  replays whose samples are built outside TF variables): TF-Agents' other read paths name
+  the class and refuse."""
+
+  def _get_next(self, sample_batch_size=None, num_steps=None, time_stacked=True):
+    raise NotImplementedError(f"{type(self).__name__} is read through as_dataset")
+
+  def _single_deterministic_pass_dataset(self, *args, **kwargs):
+    raise NotImplementedError(f"{type(self).__name__} is read through as_dataset")
+
+  def _gather_all(self):
+    raise NotImplementedError(f"{type(self).__name__} is read through as_dataset")
+
+  def _clear(self):
+    raise NotImplementedError(f"{type(self).__name__} is never cleared (off-policy replay)")
+
+
+class FrameStackReplay(DatasetOnlyReplay):
   """A TF-Agents `ReplayBuffer` over a `FrameStore`: uniform samples, frames stored once.
 
   Adds run inside the compiled collect graph through `tf.numpy_function`; samples come out
@@ -301,18 +319,6 @@ class FrameStackReplay(replay_buffer.ReplayBuffer):
       tf.data.Dataset.range(1).repeat().map(lambda i: tf.numpy_function(sample, [i], dtypes, stateful=True))
     )
     return sampled.map(to_trajectory)
-
-  def _get_next(self, sample_batch_size=None, num_steps=None, time_stacked=True):
-    raise NotImplementedError("FrameStackReplay is read through as_dataset")
-
-  def _single_deterministic_pass_dataset(self, *args, **kwargs):
-    raise NotImplementedError("FrameStackReplay is read through as_dataset")
-
-  def _gather_all(self):
-    raise NotImplementedError("FrameStackReplay is read through as_dataset")
-
-  def _clear(self):
-    raise NotImplementedError("FrameStackReplay is never cleared (off-policy replay)")
 
 
 @gin.configurable

@@ -40,6 +40,7 @@ from tf_agents.trajectories import time_step as ts
 
 from pipelines import signals
 from pipelines.errors import PipelineError
+from pipelines.replay import replay
 from pipelines.replay.addresses import check_port_free, free_port, parse_address  # noqa: F401  (re-exported)
 
 
@@ -373,7 +374,7 @@ class FrameWriter:
       writer.close()
 
 
-class ReverbFrameReplay(replay_buffer.ReplayBuffer):
+class ReverbFrameReplay(replay.DatasetOnlyReplay):
   """The learner's side of the frame-once layout: items sampled from a Reverb table of
   `frame_signature` items and turned back into trajectories of stacked observations, as a
   TF-Agents buffer read through `as_dataset` (elements: (trajectory, reverb.SampleInfo)).
@@ -437,18 +438,6 @@ class ReverbFrameReplay(replay_buffer.ReplayBuffer):
 
   def _add_batch(self, items):
     raise NotImplementedError("actors write frame-once items with FrameWriter")
-
-  def _get_next(self, sample_batch_size=None, num_steps=None, time_stacked=True):
-    raise NotImplementedError("ReverbFrameReplay is read through as_dataset")
-
-  def _single_deterministic_pass_dataset(self, *args, **kwargs):
-    raise NotImplementedError("ReverbFrameReplay is read through as_dataset")
-
-  def _gather_all(self):
-    raise NotImplementedError("ReverbFrameReplay is read through as_dataset")
-
-  def _clear(self):
-    raise NotImplementedError("ReverbFrameReplay is never cleared (off-policy replay)")
 
 
 class ReverbReplay:

@@ -283,6 +283,7 @@ def _sweep() -> int:
   runs = expand([parse_sweep(e) for e in FLAGS.sweep], FLAGS.seeds)
   root = Path(FLAGS.root_dir).expanduser().absolute()
   rf.check_root_dir(root, SWEEP_INFO, "sweep")
+  rf.refuse_if_in_use(root)  # before budgets() imports TensorFlow: a second sweep is told at once
   cli.quiet_libraries()
   sweep = Sweep(root, FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.parallel)
   budgets = sweep.budgets(runs)

@@ -385,6 +385,7 @@ def _tune() -> int:
   space = Space.load(FLAGS.space)
   root = Path(FLAGS.root_dir).expanduser().absolute()
   rf.check_root_dir(root, STUDY_DB, "study")
+  rf.refuse_if_in_use(root)  # before the configurations are parsed: a second tuner is told at once
   cli.quiet_libraries()
   for bindings in space.validation_bindings():  # unknown names fail before any trial starts
     child_runs.check_config(FLAGS.gin_file, [*space.bindings, *FLAGS.gin_bindings, *bindings])

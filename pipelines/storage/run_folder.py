@@ -228,6 +228,17 @@ def wait_until_unlocked(root: Path, timeout: float = 120.0) -> bool:
     time.sleep(0.5)
 
 
+def refuse_if_in_use(root: Path) -> None:
+  """Refuses at once a folder that another live process holds (`RunFolder.lock`), so that a
+  command can say so before its slow parsing (TensorFlow's import); creates nothing."""
+  if root.is_dir() and not wait_until_unlocked(root, timeout=0):
+    raise PipelineError(_in_use(root))
+
+
+def _in_use(root: Path) -> str:
+  return f"--root_dir {root} is in use by another running process; wait for it or pick another folder"
+
+
 class RunFolder:
   """Paths of one run plus the lock that keeps a second process out of it."""
 
@@ -243,8 +254,10 @@ class RunFolder:
     return self.path(RUN_INFO).exists()
 
   def check_usable(self) -> None:
-    """Refuses a foreign folder (non-empty, not a run) or one that cannot be written."""
+    """Refuses a foreign folder (non-empty, not a run), one that cannot be written, or one
+    that another live process holds (told before the components are built)."""
     check_root_dir(self.root, RUN_INFO, "run", ignored=LAUNCH_FILES)
+    refuse_if_in_use(self.root)
 
   def check_config(self, operative_config: str, bound: str = "") -> dict[str, list]:
     """Compares a resumed run's operative config with the stored one; returns the settings
@@ -298,9 +311,7 @@ class RunFolder:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
       os.close(fd)
-      raise PipelineError(
-        f"--root_dir {self.root} is in use by another running process; wait for it or pick another folder"
-      ) from None
+      raise PipelineError(_in_use(self.root)) from None
     self._lock_fd = fd
 
   def unlock(self) -> None:

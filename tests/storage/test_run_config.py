@@ -154,3 +154,19 @@ def test_a_run_started_before_the_atari_protocol_was_bound_once_still_resumes(tm
     stored.replace("sticky_action_probability = 0.25", "sticky_action_probability = 0.0")
   )
   assert "AtariProtocol.sticky_action_probability = 0.25 (run: 0.0)" in _refusal(folder, today)
+
+
+def test_a_held_folder_is_refused_before_anything_is_built_and_a_new_one_is_not_created(tmp_path):
+  """Sweeps, studies and runs ask before their slow parsing (a second sweep used to wait for
+  TensorFlow's import to be told); the folder is left as it was."""
+  held = rf.RunFolder(tmp_path / "held")
+  held.lock()
+  try:
+    for check in (lambda: rf.refuse_if_in_use(held.root), rf.RunFolder(held.root).check_usable):
+      with pytest.raises(PipelineError, match="is in use by another running process"):
+        check()
+  finally:
+    held.unlock()
+  rf.refuse_if_in_use(held.root)  # released: fine
+  rf.refuse_if_in_use(tmp_path / "new")
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["held"]

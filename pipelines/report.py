@@ -304,8 +304,14 @@ def plot_improvement(probabilities: dict, path: Path) -> None:
   plt.close(ax.figure)
 
 
+def _number(value: float) -> str:
+  """Returns of hundreds and thousands (MuJoCo, Atari) to one decimal: `.3g` wrote 3995.1 as
+  4e+03; normalised scores and probabilities keep three significant digits."""
+  return f"{value:.1f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
 def _ci(value: tuple[float, float, float]) -> str:
-  return f"{value[0]:.3g} [{value[1]:.3g}, {value[2]:.3g}]"
+  return f"{_number(value[0])} [{_number(value[1])}, {_number(value[2])}]"
 
 
 def write_report(
@@ -382,7 +388,7 @@ def _markdown(paths, runs, scores, numbers, probabilities, best, notes, x_key, r
   ]
   for config in sorted(scores.configs, key=lambda c: -numbers[c]["IQM"][0]):
     matrix = scores.matrices[config]
-    values = ", ".join(f"{v:.3g}" for v in matrix.ravel())
+    values = ", ".join(_number(v) for v in matrix.ravel())
     cells = " | ".join(_ci(numbers[config][m]) for m in metric_names)
     lines.append(
       f"| {config}{' (best IQM)' if config == best else ''} | {matrix.shape[0]} | {cells} | {values} |"

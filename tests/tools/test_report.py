@@ -84,6 +84,7 @@ def test_aggregates_match_independent_computation(sweep_root, tmp_path):
     assert (out / name).read_bytes()[:4] == b"\x89PNG", name
   summary = (out / report.SUMMARY).read_text()
   assert f"{A} (best IQM)" in summary and "learning_curves.png" in summary
+  assert "5000.0" in summary and "e+0" not in summary  # B's best score as a return, not 5e+03
   assert "IQM" in (out / report.TABLE).read_text()
 
 

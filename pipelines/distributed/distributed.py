@@ -93,13 +93,27 @@ def run_server(root_dir: str, port: int) -> int:
     parts.agent.collect_data_spec, variables_nest(parts.agent, parts.train_step, env_steps)
   )
   directory = rf.RunFolder(root_dir).path(rf.REPLAY_SERVER)
+  started = time.monotonic()
   server = rr.start_server(tables, port, directory)
+  # What a restart recovered, and how long loading took (the fault benchmark reads this line).
+  items = server.localhost_client().server_info()[rr.EXPERIENCE].current_size
   with signals.StopSignals() as stop:
     print(rr.SECURITY_NOTE.format(port=port), flush=True)
-    print(f"server: replay server listening on port {port}, checkpoints in {directory}", flush=True)
+    print(
+      f"server: replay server listening on port {port} with {items} experience items "
+      f"(started in {time.monotonic() - started:.2f} s), checkpoints in {directory}",
+      flush=True,
+    )
     while stop.received is None:
       time.sleep(0.5)
-    print(f"server: stopping; checkpoint {server.localhost_client().checkpoint()}", flush=True)
+    client, started = server.localhost_client(), time.monotonic()
+    path = client.checkpoint()
+    items = client.server_info()[rr.EXPERIENCE].current_size
+    print(
+      f"server: stopping; checkpoint {path} written in {time.monotonic() - started:.1f} s "
+      f"with {items} experience items",
+      flush=True,
+    )
     server.stop()
     return 0
 
@@ -185,6 +199,8 @@ def run_actor(address: str, actor_id: int, wait_timeout: float, steps_per_run: i
       }
       client.insert(report, {rr.REPORTS: 1.0})
       container.update(variables)
+      if not taken:  # the moment a restarted actor has rejoined (the fault benchmark reads it)
+        print(f"{who}: first report to the learner, {steps} env steps", flush=True)
       taken += steps
       if time.monotonic() - last_print > 10:
         print(f"{who}: {taken} env steps; learner at train step {int(parts.train_step)}", flush=True)
@@ -224,6 +240,7 @@ class ReverbLearner:
     waiting = f"learner: waiting for experience from actors (replay at {address})"
     self._waiting = signals.WaitingLine(waiting, every=10)
     self._client = None
+    self._starved_since: float | None = time.monotonic()  # until the first gradient steps
     self._update = tf.function(agent.train, jit_compile=plan.jit_compile, autograph=False)
     self._train = tf.function(self._train_steps, autograph=False)
 
@@ -260,7 +277,11 @@ class ReverbLearner:
       self._address, table_names=[rr.VARIABLES]
     )
     self._container.push(self._variables)
-    print(f"learner: connected to {self._address}; weights pushed", flush=True)
+    print(
+      f"learner: connected to {self._address}; weights pushed at train step "
+      f"{int(self._agent.train_step_counter)}, {int(self._env_steps.environment_steps)} env steps",
+      flush=True,
+    )
 
   def _train_steps(self, iterator, steps):
     def body(i, loss):
@@ -284,7 +305,16 @@ class ReverbLearner:
       except tf.errors.OutOfRangeError:  # nothing to sample for 2 s: actors absent or slow
         self._iterator = iter(self._dataset)
         self._waiting.tick()
+        if self._starved_since is None:
+          self._starved_since = time.monotonic() - 2.0
         break
+      if self._starved_since is not None:  # after a start or a gap: when training (re)started
+        print(
+          f"learner: gradient steps at train step {int(self._agent.train_step_counter)} "
+          f"after {time.monotonic() - self._starved_since:.1f} s without",
+          flush=True,
+        )
+        self._starved_since = None
       self._container.push(self._variables)
     self._drain_reports()
     return self._last_loss

@@ -47,7 +47,6 @@ flags.mark_flag_as_required("root_dir")
 FLAGS = flags.FLAGS
 
 _STATUS_SECONDS = 10.0
-_MAX_RESTARTS = 5
 
 
 def _check_flags() -> None:
@@ -106,7 +105,9 @@ class _Role:
 
   def __init__(self, name: str, args: list[str], log_dir: Path):
     self.name, self.args, self.log = name, args, log_dir / f"{name.replace(' ', '_')}.log"
-    self.restarts = 0
+    from pipelines.tools import child_runs
+
+    self.restarts = child_runs.RestartBudget(limit=5, healthy_seconds=600.0)  # 5 in a row
     self.process = None
     self.start()
 
@@ -163,16 +164,17 @@ def _supervise() -> int:
         print(f"pipelines-launch: {role.name} failed: {role.process.error_line()}", file=sys.stderr)
         code = 2
         break
-      if role.restarts >= _MAX_RESTARTS:
+      if not role.restarts.spend(role.process.seconds):
         print(
-          f"pipelines-launch: {role.name} died {role.restarts + 1} times: {role.process.error_line()}",
+          f"pipelines-launch: {role.name} died {role.restarts.used + 1} times in a row: "
+          f"{role.process.error_line()}",
           file=sys.stderr,
         )
         code = 1
         break
-      role.restarts += 1
       print(
-        f"pipelines-launch: {role.name} exited with {rc}; restarting it ({role.restarts})", file=sys.stderr
+        f"pipelines-launch: {role.name} exited with {rc}; restarting it ({role.restarts.used})",
+        file=sys.stderr,
       )
       role.start()
       _write_pids(logs, roles)

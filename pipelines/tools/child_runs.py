@@ -104,6 +104,26 @@ def _die_with(parent_pid: int) -> None:
     os._exit(1)
 
 
+class RestartBudget:
+  """How often a supervisor restarts a child that died: `limit` times in a row, where a child
+  that had run `healthy_seconds` before dying starts a new count. A child dying at start-up
+  (a broken machine, a bug) stops the supervisor after `limit` tries, while a multi-day run
+  outlives any number of faults spread over its life."""
+
+  def __init__(self, limit: int = 5, healthy_seconds: float = 600.0):
+    self.limit, self.healthy_seconds = limit, healthy_seconds
+    self.used = 0
+
+  def spend(self, uptime: float) -> bool:
+    """Counts one restart of a child that ran `uptime` seconds; False when none is left."""
+    if uptime >= self.healthy_seconds:
+      self.used = 0
+    if self.used >= self.limit:
+      return False
+    self.used += 1
+    return True
+
+
 class TrainProcess:
   """One `pipelines.train` child writing to its own log file."""
 

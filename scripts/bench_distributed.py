@@ -5,6 +5,7 @@ with --atari, what a Reverb server holding Breakout's replay costs.
     .venv/bin/python scripts/bench_distributed.py --actors=1,2 --seconds=20
     .venv/bin/python scripts/bench_distributed.py --atari            # 200k transitions, ~10 min
     .venv/bin/python scripts/bench_distributed.py --atari --transitions=20_000 --old_transitions=5_000
+    .venv/bin/python scripts/bench_distributed.py --atari --transitions=1_000_000 --old_transitions=0
 
 1. Collection: this process serves the experiment's Reverb tables (rate limit off: no
    learner is reading) and pushes the initial weights; N `pipelines-launch --role=actor`
@@ -33,7 +34,8 @@ distributed plan stores each frame once: `FrameWriter`, `ReverbFrameReplay`):
    writing its copy's steps with the actor's observer. The server's resident memory
    (/proc/<pid>/status VmRSS) empty and holding --transitions items, the figure per
    transition and its extrapolation to 1M; insert rate (items/s, all writers together).
-   The same for today's layout (whole stacks per step, `WindowWriter`) at --old_transitions.
+   The same for today's layout (whole stacks per step, `WindowWriter`) at --old_transitions
+   (0 skips it: 1M whole stacks would not fit in 24 GB).
 2. The frame-once server's checkpoint: Reverb's checkpoint() time and size on disk, then a
    new server process loading it (its constructor's time) and its memory after the load.
 3. Learner side, against the restored server: transitions/s sampled (batch 32, the gin's
@@ -494,14 +496,16 @@ def atari(args) -> None:
     )
 
     print("1. Reverb server memory and inserts:", flush=True)
-    old_server, old = fill_server(work, STACKS, args.old_transitions, writers, args.chunk_length)
-    old_server.stop()
-    print(_memory_line("whole stacks per step (today's layout, WindowWriter)", old), flush=True)
+    old = None
+    if args.old_transitions:  # 0: no comparison (at 1M the whole-stack server would not fit)
+      old_server, old = fill_server(work, STACKS, args.old_transitions, writers, args.chunk_length)
+      old_server.stop()
+      print(_memory_line("whole stacks per step (today's layout, WindowWriter)", old), flush=True)
     server, new = fill_server(work, FRAMES_ONCE, items, writers, args.chunk_length)
     print(_memory_line("frames once (FrameWriter)", new), flush=True)
     print(
-      f"  insert rate with {writers} writer processes: frames once {new['insert_rate']:,.0f} items/s, "
-      f"whole stacks {old['insert_rate']:,.0f} items/s",
+      f"  insert rate with {writers} writer processes: frames once {new['insert_rate']:,.0f} items/s"
+      + (f", whole stacks {old['insert_rate']:,.0f} items/s" if old else ""),
       flush=True,
     )
     local = parts.trainer.replay
@@ -565,7 +569,7 @@ def main() -> None:
     "--transitions", type=int, default=200_000, help="--atari: items in the frame-once server"
   )
   parser.add_argument(
-    "--old_transitions", type=int, default=20_000, help="--atari: items, whole-stack server"
+    "--old_transitions", type=int, default=20_000, help="--atari: items, whole-stack server (0: skip it)"
   )
   parser.add_argument("--pool", type=int, default=20_000, help="--atari: real Breakout steps cycled through")
   parser.add_argument("--writers", type=int, default=2, help="--atari: writer processes (env copies)")

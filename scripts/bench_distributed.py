@@ -3,6 +3,8 @@ with --atari, what a Reverb server holding Breakout's replay costs.
 
     .venv/bin/python scripts/bench_distributed.py                    # DQN CartPole, 1/2/4 actors
     .venv/bin/python scripts/bench_distributed.py --actors=1,2 --seconds=20
+    .venv/bin/python scripts/bench_distributed.py --collection_only --actors=1,2 \
+        --gin_file=gin/dqn_breakout_dopamine.gin                   # Breakout actors alone
     .venv/bin/python scripts/bench_distributed.py --atari            # 200k transitions, ~10 min
     .venv/bin/python scripts/bench_distributed.py --atari --transitions=20_000 --old_transitions=5_000
     .venv/bin/python scripts/bench_distributed.py --atari --transitions=1_000_000 --old_transitions=0
@@ -86,7 +88,9 @@ def parse(gin_file: str, bindings: list[str]) -> None:
   cli.parse_gin([gin_file], bindings)
 
 
-def measure_collection(gin_file: str, actor_counts: list[int], seconds: float) -> dict[int, float]:
+def measure_collection(
+  gin_file: str, actor_counts: list[int], seconds: float, with_learner: bool = True
+) -> dict[int, float]:
   """Env steps/s of N actor processes writing to a server in this process."""
   parse(gin_file, ["OffPolicyTrainer.train_steps_per_iteration = 0"])  # no rate limit
   parts = distributed._components()
@@ -132,7 +136,8 @@ def measure_collection(gin_file: str, actor_counts: list[int], seconds: float) -
         actor.terminate()
       for actor in actors:
         actor.wait()
-  learner(parts, plan, address, client)
+  if with_learner:
+    learner(parts, plan, address, client)
   server.stop()
   return rates
 
@@ -564,6 +569,7 @@ def main() -> None:
   parser.add_argument("--actors", default="1,2,4")
   parser.add_argument("--seconds", type=float, default=30.0)
   parser.add_argument("--env_steps", type=int, default=5_000, help="single-process comparison")
+  parser.add_argument("--collection_only", action="store_true", help="part 1 only (any gin, Atari too)")
   parser.add_argument("--atari", action="store_true", help="Breakout's replay in Reverb (see above)")
   parser.add_argument(
     "--transitions", type=int, default=200_000, help="--atari: items in the frame-once server"
@@ -593,7 +599,10 @@ def main() -> None:
     return atari(args)
   print(f"{os.cpu_count()} CPU cores; {args.gin_file}")
   print("1-2. Actors (collection only) and learner:")
-  measure_collection(args.gin_file, [int(n) for n in args.actors.split(",")], args.seconds)
+  counts = [int(n) for n in args.actors.split(",")]
+  measure_collection(args.gin_file, counts, args.seconds, with_learner=not args.collection_only)
+  if args.collection_only:
+    return
   print("3. Reverb vs in-process replay, one process:")
   single_process(args.gin_file, args.env_steps)
 

@@ -106,12 +106,14 @@ def run_server(root_dir: str, port: int) -> int:
     )
     while stop.received is None:
       time.sleep(0.5)
-    client, started = server.localhost_client(), time.monotonic()
+    client = server.localhost_client()
+    before, started = client.server_info()[rr.EXPERIENCE].current_size, time.monotonic()
     path = client.checkpoint()
-    items = client.server_info()[rr.EXPERIENCE].current_size
+    after = client.server_info()[rr.EXPERIENCE].current_size
+    # Actors insert while it is written: the checkpoint holds between `before` and `after` items.
     print(
       f"server: stopping; checkpoint {path} written in {time.monotonic() - started:.1f} s "
-      f"with {items} experience items",
+      f"with {before} to {after} experience items",
       flush=True,
     )
     server.stop()

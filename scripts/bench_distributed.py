@@ -12,7 +12,9 @@ with --atari, what a Reverb server holding Breakout's replay costs.
 1. Collection: this process serves the experiment's Reverb tables (rate limit off: no
    learner is reading) and pushes the initial weights; N `pipelines-launch --role=actor`
    processes collect with the collect policy and report their env steps. Env steps/s over
-   `--seconds` after every actor's first report, for each N, and the ratio to 1 actor.
+   `--seconds` after every actor's first report, for each N, and the ratio to 1 actor; for
+   an Atari gin also ale-py's AtariVectorEnv with the same protocol and copies stepped raw
+   (random actions, no policy, no Reverb) in the same run, and each actor's rate against it.
 2. Learner: from that server, gradient steps of the agent (batch from make_dataset) on
    Reverb samples, and sampling alone; samples/s = transitions sampled per second. The
    same update on samples of an in-process `TFUniformReplayBuffer` holding the same
@@ -78,6 +80,7 @@ from tf_agents.trajectories import time_step as ts  # noqa: E402
 
 from pipelines import configurables  # noqa: E402, F401
 from pipelines.distributed import distributed  # noqa: E402
+from pipelines.envs import atari as atari_envs  # noqa: E402
 from pipelines.replay import replay  # noqa: E402
 from pipelines.replay import reverb_replay as rr  # noqa: E402
 from pipelines.training import collection, experiment, learning  # noqa: E402
@@ -86,6 +89,25 @@ from pipelines.training import collection, experiment, learning  # noqa: E402
 def parse(gin_file: str, bindings: list[str]) -> None:
   gin.clear_config()
   cli.parse_gin([gin_file], bindings)
+
+
+def raw_atari_rate(num_envs: int, seconds: float) -> float:
+  """The independent denominator of Atari actors: ale-py's AtariVectorEnv with the gin's
+  protocol (`atari_vector_env`: sticky actions, frame skip, 84x84 stacks), stepped with
+  uniform random actions in this process, no policy, no Reverb; agent steps/s, an ended
+  copy's resetting step not counted."""
+  env = atari_envs.atari_vector_env(num_envs)
+  env.reset(seed=0)
+  rng = np.random.default_rng(0)
+  ended = np.zeros(num_envs, bool)
+  steps, start = 0, time.perf_counter()
+  while time.perf_counter() - start < seconds:
+    _, _, terminated, truncated, _ = env.step(rng.integers(0, env.single_action_space.n, num_envs))
+    steps += int(np.count_nonzero(~ended))
+    ended = terminated | truncated
+  rate = steps / (time.perf_counter() - start)
+  env.close()
+  return rate
 
 
 def measure_collection(
@@ -136,6 +158,12 @@ def measure_collection(
         actor.terminate()
       for actor in actors:
         actor.wait()
+  if plan.frames_once:  # Atari: against the raw emulator with the same copies, same run
+    copies = parts.collect_env.batch_size or 1
+    raw = raw_atari_rate(copies, seconds)
+    per_actor = ", ".join(f"{n} actor(s) {rates[n] / n / raw:.2f}" for n in actor_counts)
+    print(f"  raw AtariVectorEnv, {copies} copies, random actions: {raw:,.0f} agent steps/s; "
+          f"each actor / raw: {per_actor}", flush=True)  # fmt: skip
   if with_learner:
     learner(parts, plan, address, client)
   server.stop()

@@ -107,7 +107,7 @@ class _Role:
     self.name, self.args, self.log = name, args, log_dir / f"{name.replace(' ', '_')}.log"
     from pipelines.tools import child_runs
 
-    self.restarts = child_runs.RestartBudget(limit=5, healthy_seconds=600.0)  # 5 in a row
+    self.restarts = child_runs.RestartBudget()
     self.process = None
     self.start()
 

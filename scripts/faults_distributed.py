@@ -111,11 +111,10 @@ class Server:
 
     from pipelines.replay import reverb_replay as rr
 
-    self._reverb, self._rr, self._address = reverb, rr, f"localhost:{port}"
+    self._rr, self._client = rr, reverb.Client(f"localhost:{port}")  # reconnects after restarts
 
   def items(self) -> int:
-    client = self._reverb.Client(self._address)
-    return int(client.server_info(timeout=10)[self._rr.EXPERIENCE].current_size)
+    return int(self._client.server_info(timeout=10)[self._rr.EXPERIENCE].current_size)
 
   def trains_again(self, timeout: float, since: float) -> float:
     """Seconds from `since` until the train step in the variables table passes the one the
@@ -138,8 +137,7 @@ class Server:
     """(train step, env steps) the learner last pushed."""
     from tf_agents.experimental.distributed import reverb_variable_container as rvc
 
-    client = self._reverb.Client(self._address)
-    (sample,) = client.sample(
+    (sample,) = self._client.sample(
       self._rr.VARIABLES, num_samples=1, emit_timesteps=False, unpack_as_table_signature=True
     )
     value = lambda key: int(np.asarray(sample.data[key]).reshape(-1)[0])  # noqa: E731

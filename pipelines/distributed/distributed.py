@@ -95,21 +95,22 @@ def run_server(root_dir: str, port: int) -> int:
   directory = rf.RunFolder(root_dir).path(rf.REPLAY_SERVER)
   started = time.monotonic()
   server = rr.start_server(tables, port, directory)
+  client = server.localhost_client()
+  items = lambda: client.server_info()[rr.EXPERIENCE].current_size  # noqa: E731
   # What a restart recovered, and how long loading took (the fault benchmark reads this line).
-  items = server.localhost_client().server_info()[rr.EXPERIENCE].current_size
+  loaded = items()
   with signals.StopSignals() as stop:
     print(rr.SECURITY_NOTE.format(port=port), flush=True)
     print(
-      f"server: replay server listening on port {port} with {items} experience items "
+      f"server: replay server listening on port {port} with {loaded} experience items "
       f"(started in {time.monotonic() - started:.2f} s), checkpoints in {directory}",
       flush=True,
     )
     while stop.received is None:
       time.sleep(0.5)
-    client = server.localhost_client()
-    before, started = client.server_info()[rr.EXPERIENCE].current_size, time.monotonic()
+    before, started = items(), time.monotonic()
     path = client.checkpoint()
-    after = client.server_info()[rr.EXPERIENCE].current_size
+    after = items()
     # Actors insert while it is written: the checkpoint holds between `before` and `after` items.
     print(
       f"server: stopping; checkpoint {path} written in {time.monotonic() - started:.1f} s "
@@ -214,6 +215,9 @@ def run_actor(address: str, actor_id: int, wait_timeout: float, steps_per_run: i
 # ---------------------------------------------------------------- learner
 
 
+_SAMPLE_TIMEOUT_S = 2.0  # a learner without samples this long returns to Python
+
+
 class ReverbLearner:
   """The trainer of a learner process: samples the experience table, trains, pushes the
   weights, and counts the env steps actors report. Same interface as the in-process
@@ -267,7 +271,9 @@ class ReverbLearner:
   def initialize(self) -> None:
     self._client = rr.wait_for_server(self._address, self._wait_timeout, "learner")
     # 2 s without samples: back to Python (signals, "waiting" lines) when starved.
-    buffer = self._plan.replay(self._agent.collect_data_spec, self._address, rate_limiter_timeout_ms=2_000)
+    buffer = self._plan.replay(
+      self._agent.collect_data_spec, self._address, rate_limiter_timeout_ms=int(1_000 * _SAMPLE_TIMEOUT_S)
+    )
     if self._plan.on_policy:
       self._dataset = buffer.as_dataset(
         sample_batch_size=self._plan.batch_size, num_steps=self._plan.sequence_length
@@ -308,7 +314,7 @@ class ReverbLearner:
         self._iterator = iter(self._dataset)
         self._waiting.tick()
         if self._starved_since is None:
-          self._starved_since = time.monotonic() - 2.0
+          self._starved_since = time.monotonic() - _SAMPLE_TIMEOUT_S
         break
       if self._starved_since is not None:  # after a start or a gap: when training (re)started
         print(
